@@ -1,0 +1,1 @@
+"""Text games (installed as `stlm_selfplay.envs`)."""

@@ -1,0 +1,12 @@
+"""Swappable training objectives (installed as `stlm_selfplay.objectives`).
+
+A new objective is one file (a class decorated with `@register("name")`) plus one import line
+below.
+"""
+
+from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
+from stlm_selfplay.objectives.registry import REGISTRY, ObjectiveSet, build_objective, build_objectives, register
+
+from stlm_selfplay.objectives import ce  # noqa: F401  (registers "ce")
+
+__all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]
