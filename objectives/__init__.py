@@ -8,5 +8,8 @@ from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import REGISTRY, ObjectiveSet, build_objective, build_objectives, register
 
 from stlm_selfplay.objectives import ce  # noqa: F401  (registers "ce")
+from stlm_selfplay.objectives import reinforce  # noqa: F401  (registers "reinforce")
+from stlm_selfplay.objectives import ppo  # noqa: F401  (registers "ppo")
+from stlm_selfplay.objectives import grpo  # noqa: F401  (registers "grpo")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]
