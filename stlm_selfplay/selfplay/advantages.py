@@ -1,0 +1,196 @@
+"""Advantages of self-play turns: baselines conditioned on game and role.
+
+How the self-play loop uses this module
+---------------------------------------
+After a batch of games ends, list every trained model turn (one entry per turn, in the order
+the games ended) as a `Turns` record and call
+
+    estimator = build_estimator(cfg.name, cfg.options)          # once; "rae" | "rloo" | "group" | "none"
+    reward = shaped_reward(payoff, illegal, illegal_penalty)     # [N]
+    adv = estimator(Turns(reward, game, role, episode, group))  # [N]
+    adv, keep = finalize(adv, normalize=..., drop_zero=...)      # train on turns where keep
+    ... batch.advantages = torch.as_tensor(adv[keep]) ...
+    checkpoint["advantages"] = estimator.state_dict()           # RAE baselines; {} otherwise
+
+Units. The return of an (episode, role) unit is the mean reward of its turns, R_u (= the seat's
+payoff when there is no shaping). Every turn t of unit u gets A_t = r_t - b_u, where b_u is:
+
+    none:  b_u = 0
+    rae:   b_u = b[game, role] read BEFORE the update b <- decay * b + (1 - decay) * R_u
+           (role-conditioned EMA baseline, SPIRAL, Liu et al. 2025); b starts at 0; units are
+           processed in the order their first turn appears in `Turns`.
+    rloo:  b_u = mean of R_v over the OTHER units v with the same (game, group, role)
+           (leave-one-out, Kool et al. 2019; `group` = games sharing a seed); b_u = R_u when
+           the unit is alone in its group (no comparison possible).
+    group: b_u = mean of R_v over the units of its (game, group, role) (GRPO);
+           with scale_std: A_t = (r_t - b_u) / (std_v R_v + eps), std with Bessel's correction
+           (TRL's GRPO), std = 0 for a group of one.
+
+`finalize` then optionally drops turns with |A| <= 1e-8 (they carry no gradient) and normalizes
+the kept ones to mean 0, std 1 over the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from stlm_selfplay.errors import UserError, closest, unknown_name
+
+
+@dataclass
+class Turns:
+    """One entry per trained model turn (length-N sequences)."""
+
+    reward: np.ndarray  # [N] float: the seat's game payoff plus per-turn shaping (`shaped_reward`)
+    game: Sequence[str]  # [N] game name of the turn
+    role: np.ndarray  # [N] int: the seat (player index) that took the turn
+    episode: np.ndarray  # [N] int: the game instance; all turns of one game share it
+    group: np.ndarray | None = None  # [N] int: games sharing a seed (needed by rloo and group)
+
+
+def shaped_reward(payoff, illegal, illegal_penalty: float = 0.0) -> np.ndarray:
+    """r_t = payoff of the turn's seat - illegal_penalty * [turn t was an illegal move]."""
+    return np.asarray(payoff, dtype=np.float64) - illegal_penalty * np.asarray(illegal, dtype=np.float64)
+
+
+def _units(turns: Turns, by_group: bool = False):
+    """Index each turn's (episode, role) unit, in order of first appearance.
+
+    Returns (unit of each turn [N], return R_u [U], key of each unit: (game, group or None, role))."""
+    reward = np.asarray(turns.reward, dtype=np.float64)
+    if by_group and turns.group is None:
+        raise ValueError("this advantage estimator needs Turns.group (games sharing a seed)")
+    index: dict[tuple, int] = {}
+    keys: list[tuple] = []
+    unit = np.empty(len(reward), dtype=np.int64)
+    for t in range(len(reward)):
+        ukey = (turns.game[t], int(turns.episode[t]), int(turns.role[t]))
+        if ukey not in index:
+            index[ukey] = len(keys)
+            keys.append((turns.game[t], int(turns.group[t]) if by_group else None, int(turns.role[t])))
+        unit[t] = index[ukey]
+    sums = np.bincount(unit, weights=reward, minlength=len(keys))
+    counts = np.bincount(unit, minlength=len(keys))
+    return unit, sums / np.maximum(counts, 1), keys
+
+
+def _group_stats(returns: np.ndarray, keys: list[tuple]):
+    """Per unit: (sum of R over its group, number of units in its group, unbiased group std)."""
+    members: dict[tuple, list[int]] = {}
+    for u, key in enumerate(keys):
+        members.setdefault(key, []).append(u)
+    total, count, std = (np.zeros(len(keys)) for _ in range(3))
+    for units in members.values():
+        values = returns[units]
+        total[units], count[units] = values.sum(), len(units)
+        std[units] = values.std(ddof=1) if len(units) > 1 else 0.0
+    return total, count, std
+
+
+class Estimator:
+    """An advantage estimator: `estimator(turns) -> advantages [N]`, with checkpointable state."""
+
+    def __call__(self, turns: Turns) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class NoBaseline(Estimator):
+    """A_t = r_t."""
+
+    def __call__(self, turns: Turns) -> np.ndarray:
+        return np.asarray(turns.reward, dtype=np.float64).copy()
+
+
+@dataclass
+class RAE(Estimator):
+    """Role-conditioned advantage estimation: an EMA baseline per (game, role), read before update."""
+
+    decay: float = 0.95  # EMA decay of the baseline: b <- decay * b + (1 - decay) * R
+    baselines: dict = field(init=False, default_factory=dict)  # state: (game, role) -> b
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise UserError(f"advantage estimator 'rae': decay must be in [0, 1), got {self.decay}")
+
+    def __call__(self, turns: Turns) -> np.ndarray:
+        unit, returns, keys = _units(turns)
+        before = np.empty(len(keys))
+        for u, (game, _, role) in enumerate(keys):
+            b = self.baselines.get((game, role), 0.0)
+            before[u] = b
+            self.baselines[(game, role)] = self.decay * b + (1.0 - self.decay) * returns[u]
+        return np.asarray(turns.reward, dtype=np.float64) - before[unit]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"baselines": [[game, role, b] for (game, role), b in sorted(self.baselines.items())]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.baselines = {(game, int(role)): float(b) for game, role, b in state.get("baselines", [])}
+
+
+@dataclass
+class RLOO(Estimator):
+    """Leave-one-out baseline over the games of a seed group (same game and role)."""
+
+    def __call__(self, turns: Turns) -> np.ndarray:
+        unit, returns, keys = _units(turns, by_group=True)
+        total, count, _ = _group_stats(returns, keys)
+        baseline = np.where(count > 1, (total - returns) / np.maximum(count - 1, 1), returns)
+        return np.asarray(turns.reward, dtype=np.float64) - baseline[unit]
+
+
+@dataclass
+class GroupBaseline(Estimator):
+    """GRPO's group-mean baseline over the games of a seed group, optionally std-scaled."""
+
+    scale_std: bool = True  # divide by the group's return std (GRPO); False = Dr. GRPO's plain mean
+    eps: float = 1e-4  # added to the std so equal returns give finite advantages (TRL uses 1e-4)
+
+    def __call__(self, turns: Turns) -> np.ndarray:
+        unit, returns, keys = _units(turns, by_group=True)
+        total, count, std = _group_stats(returns, keys)
+        adv = np.asarray(turns.reward, dtype=np.float64) - (total / count)[unit]
+        return adv / (std[unit] + self.eps) if self.scale_std else adv
+
+
+ESTIMATORS: dict[str, type[Estimator]] = {"none": NoBaseline, "rae": RAE, "rloo": RLOO, "group": GroupBaseline}
+
+
+def build_estimator(name: str, options: Mapping[str, Any] | None = None) -> Estimator:
+    """An estimator by registry name; unknown names and options are one-line `UserError`s."""
+    if name not in ESTIMATORS:
+        raise unknown_name("advantage estimator", name, ESTIMATORS)
+    cls = ESTIMATORS[name]
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in options or {}:
+        if key not in valid:
+            raise UserError(
+                f"advantage estimator '{name}' has no option '{key}'{closest(key, valid)}; "
+                f"valid options: {', '.join(valid) or 'none'}"
+            )
+    return cls(**dict(options or {}))
+
+
+def finalize(adv: np.ndarray, normalize: bool = False, drop_zero: bool = False, eps: float = 1e-8):
+    """(advantages float32 [N], keep bool [N]).
+
+    keep_t = |A_t| > 1e-8 when drop_zero (else all True); with normalize, the kept advantages
+    become (A - mean) / (std + eps) over the kept turns.
+    """
+    adv = np.asarray(adv, dtype=np.float64).copy()
+    keep = np.abs(adv) > 1e-8 if drop_zero else np.ones(len(adv), dtype=bool)
+    if normalize and keep.any():
+        kept = adv[keep]
+        adv[keep] = (kept - kept.mean()) / (kept.std() + eps)
+    return adv.astype(np.float32), keep
