@@ -1,10 +1,20 @@
 """The STLM model: byte tokenizer, byte-pooled transformer, sampler and scorer."""
 
+from stlm_selfplay.model.config import STLMConfig, load_preset
+from stlm_selfplay.model.flops import flops_per_byte, param_table
+from stlm_selfplay.model.modeling import STLMForCausalLM, STLMOutput
+from stlm_selfplay.model.sampling import Completion, generate, score
+from stlm_selfplay.model.tokenizer import ByteTokenizer
+
 
 def register_auto_classes() -> None:
     """Register `model_type="stlm"` with transformers' Auto classes (idempotent)."""
-    try:
-        from stlm_selfplay.model.hf import register
-    except ImportError:  # model not built yet
-        return
+    from stlm_selfplay.model.hf import register
+
     register()
+
+
+__all__ = [
+    "ByteTokenizer", "Completion", "STLMConfig", "STLMForCausalLM", "STLMOutput", "flops_per_byte",
+    "generate", "load_preset", "param_table", "register_auto_classes", "score",
+]

@@ -1,0 +1,149 @@
+"""Incremental decoding with KV caches for the trunk (one entry per patch) and the local decoder.
+
+`DecodeState(model, rows)` reads B byte sequences (ragged) and holds, per row: the trunk cache
+of its completed patches, the bytes of its current patch, the decoder window of the current
+target patch (previous patch's shifted bytes right-aligned, then the current ones; see
+`patching.py`) with its decoder cache, and the decoder condition. `state.logits` [B, V] is the
+next-byte distribution of every row; `state.step(bytes)` appends one byte per row:
+
+- the byte does not end its patch: one decoder step at the next window slot (cache);
+- it ends the patch: encode the patch, one trunk step (cache), new condition, and a new window
+  [previous patch, new byte] run through the decoder from slot 0 (Pm + 1 slots).
+
+The logits equal those of a full forward pass over the same bytes (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from stlm_selfplay.model.layers import CacheStep
+from stlm_selfplay.model.patching import ends_patch, make_layout
+from stlm_selfplay.model.tokenizer import PAD_ID
+
+
+def right_padded(rows: list[list[int]], device) -> torch.Tensor:
+    """Ragged id lists -> [B, max_len] long, PAD after each row."""
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out.to(device)
+
+
+class DecodeState:
+    """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
+
+    def __init__(self, model, rows: list[list[int]]):
+        self.model, config = model, model.config
+        self.pm = pm = config.max_patch
+        self.fixed = config.patching == "fixed"
+        device = model.device
+        dtype = next(model.parameters()).dtype
+        batch = len(rows)
+        self.trunk_caches, self.dec_caches = model.new_caches(batch, device, dtype)
+        ids = right_padded(rows, device)
+        lengths = torch.tensor([len(r) for r in rows], device=device)
+        layout = make_layout(ids, None, config)
+        ar = torch.arange(batch, device=device)
+        m = layout.byte_patch[ar, lengths]  # the patch of the next byte
+        if ids.shape[1]:
+            patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
+            n = patches.shape[1]
+            step = CacheStep(None, torch.zeros(batch, dtype=torch.long, device=device), n)
+            state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step)
+        else:
+            state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
+        cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
+        self.cond = cond[ar, m]
+        self.window = layout.dec_ids[ar, m].clone()  # [B, 2Pm]
+        enc_ids = layout.enc_ids
+        if enc_ids.shape[1] <= int(m.max()):  # the next byte starts a patch beyond the grid
+            enc_ids = F.pad(enc_ids, (0, 0, 0, int(m.max()) + 1 - enc_ids.shape[1]), value=PAD_ID)
+        self.n_done = m.clone()
+        self.patch_len = (lengths - torch.where(m > 0, self._patch_starts(layout, m), 0)).long()
+        self.patch_buf = torch.where(
+            torch.arange(pm, device=device)[None] < self.patch_len[:, None], enc_ids[ar, m], PAD_ID)
+        slot = pm + self.patch_len
+        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), 2 * pm, slot)
+
+    @staticmethod
+    def _patch_starts(layout, m: torch.Tensor) -> torch.Tensor:
+        """Start position (aligned) of patch m of each row: the first u with pid(u) == m."""
+        hits = layout.byte_patch == m[:, None]
+        return hits.int().argmax(1)
+
+    @property
+    def batch_size(self) -> int:
+        return self.cond.shape[0]
+
+    def _decode(self, rows, ids, cond, start, length: int, read_slot: torch.Tensor) -> torch.Tensor:
+        """Run window slots [start, start + ids.shape[1]) of `rows` through the cached decoder;
+        return logits [s, V] read at window slot `read_slot` [s]."""
+        model = self.model
+        n = ids.shape[1]
+        slots = start[:, None] + torch.arange(n, device=ids.device)
+        step = CacheStep(rows, start, length)
+        hidden = model.decoder(model.byte_embed(ids), cond, slots, self.dec_caches, step)
+        idx = (read_slot - start).clamp(0, n - 1)
+        picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
+        return F.linear(picked, model.head_weight().to(picked.dtype)).float()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one byte per row (tokens [B] long) and return the new logits [B, V]."""
+        model, pm = self.model, self.pm
+        tokens = tokens.to(self.cond.device).long()
+        ar = torch.arange(tokens.shape[0], device=tokens.device)
+        self.patch_buf[ar, self.patch_len.clamp(max=pm - 1)] = tokens
+        self.patch_len = self.patch_len + 1
+        if self.fixed:
+            done = self.patch_len >= pm
+        else:
+            done = ends_patch(tokens, self.patch_len, model.config.min_patch_size, model.config.max_patch_size)
+        logits = torch.empty(tokens.shape[0], model.config.vocab_size, device=tokens.device)
+        if bool(done.any()):
+            rows = ar[done]
+            logits[rows] = self._close_patch(rows, tokens[rows])
+        if not bool(done.all()):
+            rows = ar[~done]
+            slot = pm + self.patch_len[rows]
+            self.window[rows, slot] = tokens[rows]
+            full = rows.shape[0] == tokens.shape[0]
+            logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], slot,
+                                        int(slot.max()) + 1, slot)
+        self.logits = logits
+        return logits
+
+    def _close_patch(self, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Rows whose patch just ended: encode it, step the trunk, open the next window."""
+        model, pm = self.model, self.pm
+        full = rows.shape[0] == self.batch_size
+        sel = None if full else rows
+        lens = self.patch_len[rows]
+        buf = self.patch_buf[rows]
+        valid = torch.arange(pm, device=rows.device)[None] < lens[:, None]
+        patch = model.encode_patches(buf[:, None], valid[:, None])  # [s, 1, d_model]
+        pos = self.n_done[rows]
+        step = CacheStep(sel, pos, int(pos.max()) + 1)
+        state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step)
+        self.cond[rows] = model.decoder.cond_proj(model.trunk.norm(state[:, 0]))
+        self.n_done[rows] = pos + 1
+        # new window: old current half (x' of the closed patch) right-aligned, then the new byte
+        j = torch.arange(2 * pm, device=rows.device)[None]
+        src = (j + lens[:, None]).clamp(max=2 * pm - 1)
+        old = self.window[rows]
+        window = torch.where(j < pm - lens[:, None], PAD_ID, old.gather(1, src))
+        window = torch.where(j == pm, tokens[:, None], torch.where(j > pm, PAD_ID, window))
+        self.window[rows] = window
+        self.patch_len[rows] = 0
+        self.patch_buf[rows] = PAD_ID
+        zeros = torch.zeros_like(lens)
+        return self._decode(sel, window[:, : pm + 1], self.cond[rows], zeros, pm + 1, zeros + pm)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) rows: e.g. expand each context into several continuations."""
+        for cache in self.trunk_caches + self.dec_caches:
+            cache.select(rows)
+        for name in ("cond", "window", "n_done", "patch_len", "patch_buf", "logits"):
+            setattr(self, name, getattr(self, name)[rows])

@@ -1,0 +1,100 @@
+"""Parameter accounting and training FLOPs per byte.
+
+`param_table(config)` splits parameters into byte embedding + local encoder, trunk, local
+decoder + head, and compares the embedding+head with a GPT-2-vocabulary model (50,257 tokens)
+that has the same trunk (tied: V*d; untied: 2*V*d).
+
+`flops_per_byte(config)` estimates training FLOPs per byte (forward + backward = 3x forward):
+
+    F = [6 M_trunk + 6 n_layers d_model (N_p + 1)] / P        (trunk, once per patch)
+      + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
+      + 2 [6 M_dec + 6 n_dec d_local (2 P_max + 1)]            (decoder: 2 window slots per byte)
+      + 6 d_local d_model (2 / P)                              (pool projection + condition)
+      + 6 d_local V                                            (byte head)
+
+M_x is the number of matrix-multiply weights a token passes through in module x (a shared FFN
+counts once per layer that uses it), 6 M is the usual 2 (forward) + 4 (backward) FLOPs per
+weight, and causal attention over L keys costs 2 * 2 * d * (L + 1)/2 forward FLOPs per query
+(scores and values), i.e. 6 d (L + 1) for training. N_p = max_seq_len / P patches per context;
+P is patch_size, or (min_patch_size + max_patch_size) / 2 assumed for dynamic patching.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stlm_selfplay.model.config import STLMConfig
+
+GPT2_VOCAB = 50257
+
+
+def _params(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _matmul_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def build_on_meta(config: STLMConfig):
+    """The model with meta tensors: shapes without memory or init cost."""
+    from stlm_selfplay.model.modeling import STLMForCausalLM
+
+    with torch.device("meta"):
+        return STLMForCausalLM(config)
+
+
+def param_table(config: STLMConfig) -> dict:
+    """Parameter counts by part, and the GPT-2-vocabulary comparison (see module docstring)."""
+    model = build_on_meta(config)
+    embed = _params(model.byte_embed)
+    head = _params(model.lm_head)
+    encoder = _params(model.encoder)
+    trunk = _params(model.trunk)
+    decoder = _params(model.decoder)
+    total = _params(model)
+    gpt2_tied = GPT2_VOCAB * config.d_model
+    ours_embed_head = embed + head
+    ours_local = embed + head + encoder + decoder
+    return {
+        "embedding_encoder": embed + encoder,
+        "trunk": trunk,
+        "decoder_head": decoder + head,
+        "total": total,
+        "embedding_head": ours_embed_head,
+        "gpt2_embedding_head_tied": gpt2_tied,
+        "gpt2_embedding_head_untied": 2 * gpt2_tied,
+        "gpt2_total_tied": trunk + gpt2_tied,
+        "gpt2_total_untied": trunk + 2 * gpt2_tied,
+        # share of embedding+head parameters saved vs the GPT-2 vocabulary (tied, untied)
+        "saved_embedding_head_tied": 1 - ours_embed_head / gpt2_tied,
+        "saved_embedding_head_untied": 1 - ours_embed_head / (2 * gpt2_tied),
+        # the stricter count: everything outside the trunk (embedding, encoder, decoder, head)
+        "saved_all_local_tied": 1 - ours_local / gpt2_tied,
+        "saved_all_local_untied": 1 - ours_local / (2 * gpt2_tied),
+    }
+
+
+def expected_patch_size(config: STLMConfig) -> float:
+    if config.patching == "fixed":
+        return float(config.patch_size)
+    return (config.min_patch_size + config.max_patch_size) / 2
+
+
+def flops_per_byte(config: STLMConfig) -> float:
+    """Training FLOPs per byte of the formula in the module docstring."""
+    model = build_on_meta(config)
+    p, pm = expected_patch_size(config), config.max_patch
+    m_trunk = sum(_matmul_weights(layer) for layer in model.trunk.layers)
+    if model.trunk.shared_ffn is not None:
+        m_trunk += config.n_layers * _matmul_weights(model.trunk.shared_ffn)
+    n_patches = config.max_seq_len / p
+    trunk = (6 * m_trunk + 6 * config.n_layers * config.d_model * (n_patches + 1)) / p
+    m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
+    encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
+    m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
+    decoder = 2 * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (2 * pm + 1))
+    projections = 6 * (_matmul_weights(model.encoder) - m_enc + _matmul_weights(model.decoder) - m_dec) / p
+    head = 6 * config.d_local * config.vocab_size
+    return float(trunk + encoder + decoder + projections + head)

@@ -1,0 +1,154 @@
+"""Transformer parts shared by the trunk and the local byte modules.
+
+RMSNorm is `torch.nn.RMSNorm`. Attention is grouped-query SDPA with rotary positions, optional
+QK-norm and an optional KV cache; the FFN is SwiGLU, optionally shared across layers with a
+per-layer LoRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [*positions.shape, head_dim/2]:  angle(p, i) = p * theta^(-2i/head_dim)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float().unsqueeze(-1) * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x1_i, x2_i) = (x[..., i], x[..., i + d/2]) of x [N, H, L, d] by the angles:
+
+        (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos),     cos/sin: [N or 1, L, d/2]
+    """
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+@dataclass
+class CacheStep:
+    """Where new tokens go in a KV cache: rows `rows` (None = all rows, in order), starting at
+    per-row position `start` [s]; attention covers cache positions [0, length)."""
+
+    rows: torch.Tensor | None
+    start: torch.Tensor
+    length: int
+
+
+class LayerCache:
+    """Keys and values of one attention layer for B rows: k, v [B, H_kv, max_len, head_dim]."""
+
+    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
+        self.k = torch.zeros(batch, heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, step: CacheStep):
+        """Write k, v [s, H, n, d] at positions start..start+n-1; return all keys, values
+        [s, H, length, d] and the mask [s, 1, n, length] (key position <= query position)."""
+        n = k.shape[2]
+        offsets = torch.arange(n, device=k.device)
+        pos = step.start[:, None] + offsets  # [s, n]
+        rows = torch.arange(k.shape[0], device=k.device) if step.rows is None else step.rows
+        self.k[rows[:, None], :, pos] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[rows[:, None], :, pos] = v.transpose(1, 2).to(self.v.dtype)
+        if step.rows is None:
+            keys, values = self.k[:, :, : step.length], self.v[:, :, : step.length]
+        else:
+            keys, values = self.k[step.rows, :, : step.length], self.v[step.rows, :, : step.length]
+        mask = torch.arange(step.length, device=k.device)[None, None, :] <= pos[:, :, None]
+        return keys, values, mask[:, None]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (e.g. to expand one context into many continuations)."""
+        self.k, self.v = self.k[rows], self.v[rows]
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with GQA: q [N, H, L, d], k/v [N, H_kv, L, d].
+
+        attn(x) = W_o softmax(q k^T / sqrt(d) + causal mask) v,   q, k rotated by RoPE
+    """
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, qk_norm: bool, eps: float, dropout: float):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wkv = nn.Linear(dim, 2 * n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
+        self.dropout = dropout
+
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, step: CacheStep | None = None):
+        n, length, _ = x.shape
+        q = self.wq(x).view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = self.n_heads != self.n_kv_heads
+        if cache is None:
+            p = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=gqa)
+        else:
+            k, v, mask = cache.update(k, v, step)
+            out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=gqa)
+        return self.wo(out.transpose(1, 2).reshape(n, length, -1))
+
+
+class SwiGLU(nn.Module):
+    """ffn(x) = W_down (silu(W_gate x) * W_up x); a `lora` adds B_l A_l x to each of the three."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.w_down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, lora: "LoRA | None" = None) -> torch.Tensor:
+        gate_up = self.w_gate_up(x)
+        if lora is not None:
+            gate_up = gate_up + lora.up(lora.a_in(x))
+        gate, up = gate_up.chunk(2, dim=-1)
+        h = F.silu(gate) * up
+        out = self.w_down(h)
+        if lora is not None:
+            out = out + lora.down(lora.a_hidden(h))
+        return out
+
+
+class LoRA(nn.Module):
+    """Per-layer low-rank deltas for a shared SwiGLU: W x -> W x + B A x (B starts at zero)."""
+
+    def __init__(self, dim: int, hidden: int, rank: int):
+        super().__init__()
+        self.a_in = nn.Linear(dim, rank, bias=False)
+        self.up = nn.Linear(rank, 2 * hidden, bias=False)
+        self.a_hidden = nn.Linear(hidden, rank, bias=False)
+        self.down = nn.Linear(rank, dim, bias=False)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block:  x += attn(norm(x));  x += ffn(norm(x)).
+
+    With `ffn=None` the block uses the `shared_ffn` passed to forward plus its own LoRA.
+    """
+
+    def __init__(self, dim, n_heads, n_kv_heads, hidden, *, qk_norm, eps, dropout, shared_rank: int | None = None):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(dim, eps=eps)
+        self.attn = Attention(dim, n_heads, n_kv_heads, qk_norm, eps, dropout)
+        self.ffn_norm = nn.RMSNorm(dim, eps=eps)
+        self.ffn = SwiGLU(dim, hidden) if shared_rank is None else None
+        self.lora = LoRA(dim, hidden, shared_rank) if shared_rank else None
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, cos, sin, cache=None, step=None, shared_ffn: SwiGLU | None = None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step))
+        ffn = self.ffn if self.ffn is not None else shared_ffn
+        return x + self.drop(ffn(self.ffn_norm(x), self.lora))

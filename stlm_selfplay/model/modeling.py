@@ -1,0 +1,266 @@
+"""`STLMForCausalLM`: bytes -> local encoder -> patches -> global trunk -> local decoder -> bytes.
+
+    patch vector  p_k = W_in pool(enc(E[x_bytes of patch k] + pos))          (local encoder)
+    trunk state   s_k = Trunk(p_0..p_k)                                        (causal over patches)
+    condition     c_m = W_c norm(s_{m-1})   (c_0 = W_c start, a learned vector)
+    byte logits   dec(E[window_m] + c_m)  -> norm -> E^T                      (local decoder)
+
+Patch m's bytes are predicted from the trunk state of patches 0..m-1 and, through the decoder's
+causal window over [previous patch, current patch] bytes, from the bytes before each target:
+an exact next-byte distribution at every position. With P=1, no local layers and d_local ==
+d_model this is exactly a byte-level GPT: logits_t = E norm(s_t). See `patching.py` for the
+index grids and `layers.py` for the blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from stlm_selfplay.model.config import STLMConfig
+from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rope_angles
+from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
+from stlm_selfplay.model.tokenizer import PAD_ID
+
+
+@dataclass
+class STLMOutput(CausalLMOutput):
+    """`logits[:, t]` is the distribution of `input_ids[:, t + 1]`."""
+
+    trunk_states: tuple[torch.Tensor, ...] | None = None  # per trunk layer [B, n_patches, d_model]
+    patch_ids: torch.Tensor | None = None  # [B, T] patch index of each byte, -1 for pads
+    exit_logits: tuple[torch.Tensor, ...] | None = None  # per-layer exits (objectives)
+    router_logits: tuple[torch.Tensor, ...] | None = None  # routed blocks (objectives)
+    mtp_logits: tuple[torch.Tensor, ...] | None = None  # multi-token prediction heads (objectives)
+
+
+def local_block(config: STLMConfig) -> Block:
+    return Block(config.d_local, config.local_heads, config.local_heads, config.local_ff,
+                 qk_norm=config.qk_norm, eps=config.norm_eps, dropout=config.dropout)
+
+
+def maybe_linear(d_in: int, d_out: int) -> nn.Module:
+    return nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
+
+
+class LocalEncoder(nn.Module):
+    """Bytes of each patch [N, Pm] -> one vector per patch [N, d_model].
+
+        h = enc_layers(E[bytes] + pos_j)    (causal inside the patch)
+        mean:      pool(h) = sum_j v_j h_j / sum_j v_j                  (v_j = slot j holds a byte)
+        attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
+    """
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        self.pos = nn.Embedding(config.max_patch, config.d_local) if config.max_patch > 1 else None
+        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_encoder_layers))
+        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
+        self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
+        self.proj = maybe_linear(config.d_local, config.d_model)
+        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """h: byte embeddings [N, Pm, d_local]; valid [N, Pm] bool."""
+        if self.pos is not None:
+            h = h + self.pos.weight
+        if self.layers:
+            cos, sin = rope_angles(torch.arange(h.shape[1], device=h.device)[None], self.head_dim, self.rope_theta)
+            for layer in self.layers:
+                h = layer(h, cos, sin)
+            h = self.norm(h)
+        weights = valid.to(h.dtype)
+        if self.query is not None:
+            scores = (h @ self.query.to(h.dtype)) / h.shape[-1] ** 0.5
+            weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
+        else:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
+        return self.proj((weights.unsqueeze(-1) * h).sum(1))
+
+
+class Trunk(nn.Module):
+    """The global causal transformer over patch vectors, an explicit loop over layers."""
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        rank = config.lora_rank if config.share_ffn else None
+        self.shared_ffn = SwiGLU(config.d_model, config.d_ff) if config.share_ffn else None
+        self.layers = nn.ModuleList(
+            Block(config.d_model, config.n_heads, config.n_kv_heads, config.d_ff, qk_norm=config.qk_norm,
+                  eps=config.norm_eps, dropout=config.dropout, shared_rank=rank)
+            for _ in range(config.n_layers))
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.rope_theta, self.head_dim = config.rope_theta, config.d_model // config.n_heads
+
+    def forward(self, x, positions, caches=None, step=None, keep_states=False):
+        """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None)."""
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta)
+        states = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, None if caches is None else caches[i], step, shared_ffn=self.shared_ffn)
+            if keep_states:
+                states.append(x)
+        return x, (tuple(states) if keep_states else None)
+
+
+class LocalDecoder(nn.Module):
+    """Windows of byte ids [N, 2Pm] + one condition per window [N, d_model] -> hidden [N, 2Pm, d_local].
+
+        h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
+    Without decoder layers (the plain-GPT case) h = W_c c.
+    """
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        self.start = nn.Parameter(torch.zeros(config.d_model))
+        self.cond_proj = maybe_linear(config.d_model, config.d_local)
+        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
+        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
+        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+
+    def forward(self, emb, cond, slots, caches=None, step=None):
+        """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
+        if not self.layers:
+            return cond.unsqueeze(1).expand(-1, emb.shape[1], -1)
+        h = emb + cond.unsqueeze(1)
+        cos, sin = rope_angles(slots, self.head_dim, self.rope_theta)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, None if caches is None else caches[i], step)
+        return self.norm(h)
+
+
+class STLMPreTrainedModel(PreTrainedModel):
+    config_class = STLMConfig
+    config: STLMConfig
+    base_model_prefix = "stlm"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _no_split_modules = ["Block"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, LocalEncoder) and module.query is not None:
+            nn.init.zeros_(module.query)
+        elif isinstance(module, LocalDecoder):
+            nn.init.normal_(module.start, mean=0.0, std=std)
+
+
+class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
+    """The byte-pooled causal LM. `forward` follows the Hugging Face causal-LM contract."""
+
+    def __init__(self, config: STLMConfig):
+        super().__init__(config)
+        self.byte_embed = nn.Embedding(config.vocab_size, config.d_local)
+        self.encoder = LocalEncoder(config)
+        self.trunk = Trunk(config)
+        self.decoder = LocalDecoder(config)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_local, config.vocab_size, bias=False)
+        self.post_init()
+        self._zero_lora_outputs()
+
+    def _zero_lora_outputs(self) -> None:
+        """LoRA deltas start at zero (B = 0), so a shared FFN starts identical in every layer."""
+        for layer in self.trunk.layers:
+            if layer.lora is not None:
+                nn.init.zeros_(layer.lora.up.weight)
+                nn.init.zeros_(layer.lora.down.weight)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.byte_embed
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.byte_embed = value
+
+    def head_weight(self) -> torch.Tensor:
+        return self.byte_embed.weight if self.lm_head is None else self.lm_head.weight
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor) -> torch.Tensor:
+        """[B, N, Pm] patch bytes -> [B, N, d_model] trunk inputs."""
+        batch, n, pm = enc_ids.shape
+        h = self.byte_embed(enc_ids.reshape(batch * n, pm))
+        return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
+
+    def conditions(self, trunk_state: torch.Tensor, n_windows: int) -> torch.Tensor:
+        """Decoder conditions [B, n_windows, d_local]: c_0 = W_c start, c_m = W_c norm(s_{m-1})."""
+        start = self.decoder.start.to(trunk_state.dtype).expand(trunk_state.shape[0], 1, -1)
+        cond = torch.cat([start, self.trunk.norm(trunk_state)], dim=1)[:, :n_windows]
+        return self.decoder.cond_proj(cond)
+
+    def logits_from_trunk(self, trunk_state: torch.Tensor, layout: PatchLayout, logits_to_keep: int = 0,
+                          include_first: bool = False) -> torch.Tensor:
+        """Trunk state [B, N_enc, d_model] -> final norm -> local decoder -> logits [B, T, V].
+
+        The one path from any trunk state to byte logits (final output and per-layer exits).
+        With `include_first`, [B, T+1, V]: entry u predicts x[u], including x[0] (after BOS)."""
+        batch, n_dec, width = layout.dec_ids.shape
+        cond = self.conditions(trunk_state, n_dec).reshape(batch * n_dec, -1)
+        emb = self.byte_embed(layout.dec_ids.reshape(batch * n_dec, width))
+        slots = torch.arange(width, device=emb.device)[None]
+        hidden = self.decoder(emb, cond, slots).reshape(batch, n_dec * width, -1)
+        read = layout.read_all if include_first else layout.read_index
+        if logits_to_keep and layout.offsets is None:
+            read = read[:, -logits_to_keep:]
+        hidden = hidden.gather(1, read.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
+        logits = unalign(logits, layout.offsets)
+        if logits_to_keep and layout.offsets is not None:
+            logits = logits[:, -logits_to_keep:]
+        return logits
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        output_trunk_states: bool = False,
+        **kwargs,
+    ) -> STLMOutput:
+        """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
+        `position_ids` is accepted for HF compatibility and ignored. `labels` gives the shifted
+        cross-entropy  mean_t -log p(labels[:, t+1] | x_<=t)  over labels != -100."""
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: skip the alignment gathers
+        layout = make_layout(input_ids, attention_mask, self.config)
+        patches = self.encode_patches(layout.enc_ids, layout.enc_valid)
+        positions = torch.arange(patches.shape[1], device=patches.device)[None]
+        state, states = self.trunk(patches, positions, keep_states=output_trunk_states)
+        logits = self.logits_from_trunk(state, layout, logits_to_keep)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                   labels[:, 1:].reshape(-1), ignore_index=-100)
+        return STLMOutput(loss=loss, logits=logits, trunk_states=states, patch_ids=layout.patch_ids)
+
+    # ------------------------------------------------------------------ HF generation (uncached)
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        """Hugging Face `generate` re-reads the whole sequence each step (no cache); our
+        `stlm_selfplay.model.generate` is the fast path."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "logits_to_keep": 1}
+
+    def _supports_default_dynamic_cache(self) -> bool:  # no HF cache object
+        return False
+
+    # ------------------------------------------------------------------ incremental decoding
+    def new_caches(self, batch: int, device, dtype) -> tuple[list[LayerCache], list[LayerCache]]:
+        """Empty KV caches: trunk (one slot per patch) and local decoder (one per window slot)."""
+        c = self.config
+        trunk = [LayerCache(batch, c.n_kv_heads, c.max_patches, c.d_model // c.n_heads, device, dtype)
+                 for _ in range(c.n_layers)]
+        dec = [LayerCache(batch, c.local_heads, 2 * c.max_patch, c.d_local // c.local_heads, device, dtype)
+               for _ in range(c.n_local_decoder_layers)]
+        return trunk, dec

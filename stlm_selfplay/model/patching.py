@@ -1,0 +1,146 @@
+"""Where patches begin and end, and the index grids that move bytes into and out of patches.
+
+Rows are first left-aligned (leading pads removed, rows start at position 0), so patches are
+counted from each row's first real byte and left padding changes nothing. Notation for one row:
+x[0..T-1] the bytes, x'[u] = x[u-1] the inputs shifted right (x'[0] = BOS), so the logit at
+position u-1 (predicting x[u]) is computed from x'[..u]. pid(u) is the patch of byte x[u]
+(u = T is the hypothetical next byte), j(u) = u - start(pid(u)) its slot, len(m) patch m's length.
+
+- encoder grid  [B, N_enc, Pm]:  enc[pid(t), j(t)] = x[t]                       (t < T)
+- decoder window [B, N_dec, 2Pm]: win[pid(u), Pm + j(u)] = x'[u]                 (current patch)
+                                 win[pid(u) + 1, Pm - len(pid(u)) + j(u)] = x'[u] (as the next
+                                 patch's context: the previous patch, right-aligned)
+- logits of position u-1 are read at win[pid(u), Pm + j(u)].
+Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic).
+
+Dynamic boundaries: a patch ends after byte b when len >= min_patch_size and b is whitespace,
+ASCII punctuation or a special token, or when len == max_patch_size.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import torch
+
+from stlm_selfplay.model.tokenizer import BOS_ID, NUM_BYTES, PAD_ID, VOCAB_SIZE
+
+_BOUNDARY = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
+_BOUNDARY[[ord(c) for c in string.whitespace + string.punctuation]] = True
+_BOUNDARY[NUM_BYTES:] = True  # pad, bos, eos end a patch
+
+
+def ends_patch(byte: torch.Tensor, length: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """Dynamic rule: does a patch of `length` bytes whose last byte is `byte` end here?"""
+    is_boundary = _BOUNDARY.to(byte.device)[byte]
+    return (is_boundary & (length >= min_size)) | (length >= max_size)
+
+
+def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    """Move each row's leading pads to its end: aligned[b, r] = ids[b, r + offset_b].
+
+    Returns (aligned ids, offsets [B] or None when there is no padding to remove)."""
+    if attention_mask is None:
+        return input_ids, None
+    mask = attention_mask.bool()
+    length = input_ids.shape[1]
+    offsets = torch.where(mask.any(1), mask.int().argmax(1), torch.full_like(mask[:, 0], length, dtype=torch.long))
+    src = torch.arange(length, device=input_ids.device)[None] + offsets[:, None]
+    aligned = input_ids.gather(1, src.clamp(max=length - 1))
+    return aligned.masked_fill(src >= length, PAD_ID), offsets
+
+
+def unalign(values: torch.Tensor, offsets: torch.Tensor | None, fill=0) -> torch.Tensor:
+    """Inverse of `left_align` for per-position values [B, T, ...]; pad positions get `fill`."""
+    if offsets is None:
+        return values
+    length = values.shape[1]
+    src = torch.arange(length, device=values.device)[None] - offsets[:, None]  # [B, T]
+    index = src.clamp(min=0).view(*src.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    out = values.gather(1, index)
+    keep = (src >= 0).view(*src.shape, *([1] * (values.dim() - 2)))
+    return out.masked_fill(~keep, fill)
+
+
+def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pid [B, T+1] for x[0..T-1] and the next byte (column T), by the dynamic rule (a scan)."""
+    batch, length = ids.shape
+    pid = torch.zeros(batch, length + 1, dtype=torch.long)
+    ids_cpu = ids.cpu()
+    cur = torch.zeros(batch, dtype=torch.long)
+    run = torch.zeros(batch, dtype=torch.long)
+    for t in range(length):
+        pid[:, t] = cur
+        run += 1
+        end = ends_patch(ids_cpu[:, t], run, min_size, max_size)
+        cur = cur + end.long()
+        run = torch.where(end, 0, run)
+    pid[:, length] = cur
+    return pid.to(ids.device)
+
+
+@dataclass
+class PatchLayout:
+    """Everything the model needs to move bytes between positions, patches and windows."""
+
+    aligned_ids: torch.Tensor  # [B, T] rows left-aligned (pads moved to the end)
+    offsets: torch.Tensor | None  # [B] leading pads removed from each row (None: no padding)
+    enc_ids: torch.Tensor  # [B, N_enc, Pm] bytes of each patch, PAD-filled
+    enc_valid: torch.Tensor  # [B, N_enc, Pm] bool: slot holds a byte of the patch
+    dec_ids: torch.Tensor  # [B, N_dec, 2Pm] decoder window ids (previous + current patch)
+    read_all: torch.Tensor  # [B, T+1] flat index into [N_dec * 2Pm] of the prediction of x[u]
+    byte_patch: torch.Tensor  # [B, T+1] pid(u): patch of x[u] (aligned; u = T is the next byte)
+    patch_ids: torch.Tensor  # [B, T] patch of each input byte (input coordinates), -1 for pads
+
+    @property
+    def read_index(self) -> torch.Tensor:
+        """[B, T]: where the logit of position t (predicting x[t+1]) is read."""
+        return self.read_all[:, 1:]
+
+    @property
+    def n_patches(self) -> int:
+        return self.enc_ids.shape[1]
+
+
+def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config) -> PatchLayout:
+    """Build the grids of the module docstring for fixed or dynamic patching."""
+    ids, offsets = left_align(input_ids, attention_mask)
+    batch, length = ids.shape
+    device = ids.device
+    pm = config.max_patch
+    u = torch.arange(length + 1, device=device)
+    if config.patching == "fixed":
+        pid = (u // pm).expand(batch, -1)
+        start = pid * pm
+        n_enc, n_dec = -(-length // pm), length // pm + 1
+        patch_len = torch.full((batch, n_dec), pm, device=device)
+    else:
+        pid = dynamic_patch_ids(ids, config.min_patch_size, config.max_patch_size)
+        n_dec = int(pid[:, -1].max()) + 1
+        n_enc = int(pid[:, -2].max()) + 1 if length else 0
+        first = torch.full((batch, n_dec), length + 1, device=device, dtype=torch.long)
+        start = first.scatter_reduce(1, pid, u.expand(batch, -1), reduce="amin")
+        ends = torch.zeros((batch, n_dec), device=device, dtype=torch.long).scatter_add_(1, pid, torch.ones_like(pid))
+        patch_len, start = ends, start.gather(1, pid)
+    slot = u - start  # j(u)
+    # encoder grid from x[t], t < T
+    enc_flat = torch.full((batch, n_enc * pm), PAD_ID, device=device, dtype=ids.dtype)
+    enc_pos = (pid[:, :length] * pm + slot[:, :length]).expand(batch, -1)
+    enc_flat = enc_flat.scatter(1, enc_pos, ids)
+    enc_ids = enc_flat.view(batch, n_enc, pm)
+    enc_valid = torch.zeros(batch, n_enc * pm, device=device, dtype=torch.bool).scatter(
+        1, enc_pos, torch.ones_like(enc_pos, dtype=torch.bool)).view(batch, n_enc, pm)
+    # decoder windows from x'[u], u <= T
+    shifted = torch.cat([torch.full((batch, 1), BOS_ID, device=device, dtype=ids.dtype), ids], dim=1)
+    width = 2 * pm
+    cur_pos = (pid * width + pm + slot).expand(batch, -1)
+    own_len = patch_len.gather(1, pid.expand(batch, -1))
+    ctx_pos = (pid + 1) * width + pm - own_len + slot
+    dec_flat = torch.full((batch, (n_dec + 1) * width), PAD_ID, device=device, dtype=ids.dtype)
+    dec_flat = dec_flat.scatter(1, cur_pos, shifted).scatter(1, ctx_pos, shifted)
+    dec_ids = dec_flat[:, : n_dec * width].view(batch, n_dec, width)
+    patch_ids = unalign(pid[:, :length].expand(batch, -1).contiguous(), offsets, fill=-1)
+    if attention_mask is not None:
+        patch_ids = patch_ids.masked_fill(attention_mask == 0, -1)
+    return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids)
