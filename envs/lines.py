@@ -1,0 +1,41 @@
+"""Line detection on a grid, shared by tictactoe and connect_four.
+
+Cells are numbered row-major, `cell = row * cols + col`. A line is `length` cells in a row in
+one of the four directions: horizontal (0, 1), vertical (1, 0), diagonal (1, 1), anti-diagonal
+(1, -1). Tables are computed once per grid shape and cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+@lru_cache(maxsize=None)
+def line_table(rows: int, cols: int, length: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[tuple[int, ...], ...], ...]]:
+    """(lines, lines_through): every line of the grid, and for each cell the lines through it.
+
+    Count: a direction (dr, dc) gives (rows - (length-1)|dr|) * (cols - (length-1)|dc|) lines;
+    3x3/3 has 8, 6x7/4 has 69.
+    """
+    lines = []
+    for dr, dc in DIRECTIONS:
+        for r in range(rows):
+            for c in range(cols):
+                end_r, end_c = r + dr * (length - 1), c + dc * (length - 1)
+                if 0 <= end_r < rows and 0 <= end_c < cols:
+                    lines.append(tuple((r + dr * i) * cols + (c + dc * i) for i in range(length)))
+    through = tuple(tuple(line for line in lines if cell in line) for cell in range(rows * cols))
+    return tuple(lines), through
+
+
+def completes_line(board, cell: int, through) -> bool:
+    """Whether the mark on `board[cell]` completes a line through `cell` (`through` from line_table)."""
+    mark = board[cell]
+    return any(all(board[i] == mark for i in line) for line in through[cell])
+
+
+def has_line(board, mark, lines) -> bool:
+    """Whether `mark` fills any of `lines` on `board`."""
+    return any(all(board[i] == mark for i in line) for line in lines)

@@ -1,0 +1,93 @@
+"""Tic-tac-toe: x (seat 0) moves first; three in a row wins; a full board is a draw.
+
+Actions are cell numbers "0".."8", row-major:  0 1 2 / 3 4 5 / 6 7 8.
+Compact board: rows joined by "|", "." empty, e.g. `x.o|.x.|...`.
+Players: random, minimax (uniform among all minimax-optimal moves; alias 'optimal').
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from stlm_selfplay.envs.base import Game
+from stlm_selfplay.envs.lines import completes_line, has_line, line_table
+from stlm_selfplay.envs.players import Player, uniform
+from stlm_selfplay.envs.registry import register_game, register_player
+
+LINES, THROUGH = line_table(3, 3, 3)
+CELLS = tuple(str(i) for i in range(9))
+MARKS = "xo"
+
+
+@register_game("tictactoe")
+class TicTacToe(Game):
+    tag = "ttt"
+    title = "Tic-tac-toe"
+    sides = ("x", "o")
+    side_names = ("X (moves first)", "O")
+    _copied = ("board",)
+
+    def _new_state(self, deal) -> None:
+        self.board = ["."] * 9
+        self._won = False
+
+    def natural_max_turns(self) -> int:
+        return 9
+
+    def _legal(self) -> list[str]:
+        board = self.board
+        return [CELLS[i] for i in range(9) if board[i] == "."]
+
+    def _apply(self, action: str) -> None:
+        cell = int(action)
+        self.board[cell] = MARKS[self.current_player]
+        self._won = completes_line(self.board, cell, THROUGH)
+        self.current_player ^= 1
+
+    def _payoffs(self):
+        if self._won:  # the player who just moved (not current_player) completed a line
+            return (1.0, -1.0) if self.current_player == 1 else (-1.0, 1.0)
+        return (0.0, 0.0) if "." not in self.board else None
+
+    def board_text(self, player: int) -> str:
+        b = "".join(self.board)
+        return f"{b[0:3]}|{b[3:6]}|{b[6:9]}"
+
+    def describe(self, player: int) -> str:
+        rows = ["".join(self.board[r * 3 + c] if self.board[r * 3 + c] != "." else CELLS[r * 3 + c] for c in range(3)) for r in range(3)]
+        return "Three in a row wins. Board (numbers are free cells):\n" + "\n".join(rows)
+
+    def state_key(self):
+        return ("".join(self.board), self.done, self._strikes)
+
+
+@lru_cache(maxsize=None)
+def solve(board: str) -> tuple[int, tuple[int, ...]]:
+    """Minimax on a 9-character board: (value for the side to move, its optimal cells).
+
+    value(b) = -1 if the previous mover has a line, 0 if the board is full, else
+    max over free cells c of -value(b with the mover's mark at c); optimal cells attain the max.
+    """
+    mover = "x" if board.count("x") == board.count("o") else "o"
+    if has_line(board, "o" if mover == "x" else "x", LINES):
+        return -1, ()
+    free = [i for i in range(9) if board[i] == "."]
+    if not free:
+        return 0, ()
+    values = {i: -solve(board[:i] + mover + board[i + 1 :])[0] for i in free}
+    best = max(values.values())
+    return best, tuple(i for i in free if values[i] == best)
+
+
+def optimal_moves(game: TicTacToe) -> list[str]:
+    """The minimax-optimal actions in `game`'s position."""
+    return [CELLS[i] for i in solve("".join(game.board))[1]]
+
+
+@register_player("tictactoe", "minimax")
+@register_player("tictactoe", "optimal")
+class MinimaxPlayer(Player):
+    """Uniformly random among all minimax-optimal moves (never loses)."""
+
+    def policy(self, game: TicTacToe) -> dict[str, float]:
+        return uniform(optimal_moves(game))
