@@ -1,0 +1,64 @@
+"""Recorded turns -> the `Batch` an RL objective trains on (see `objectives/rl.py`).
+
+free mode: one row per turn, `prompt + action`, with `loss_mask` on the action bytes and the
+rollout's per-byte log-probs as `old_logprobs` (aligned with `input_ids`: column t is byte t).
+
+constrained mode: one row per (turn, legal action), `prompt + action`, with `loss_mask` on the
+action bytes; `extras['groups']` maps rows to turns and `extras['chosen']` marks the row that
+was played; `old_logprobs` is the rollout's log pi(chosen) per turn.
+
+Rows are right-padded with PAD (the model counts patches from each row's first real byte, so
+the padding side does not change a row's log-probs).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.objectives.base import Batch
+from stlm_selfplay.selfplay.rollout import Turn
+
+
+def _pack(rows: list[tuple[bytes, bytes]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, loss_mask) for right-padded `prompt + action` rows."""
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    loss = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (prompt, action) in enumerate(rows):
+        n = len(prompt) + len(action)
+        ids[i, :n] = torch.frombuffer(bytearray(prompt + action), dtype=torch.uint8).long()
+        attn[i, :n] = 1
+        loss[i, len(prompt):n] = 1.0
+    return ids, attn, loss
+
+
+def turns_to_batch(
+    turns: Sequence[Turn],
+    advantages: torch.Tensor,
+    temperature: float = 1.0,
+    ref_logprobs: torch.Tensor | None = None,
+    step: int = 0,
+    total_steps: int = 1,
+) -> Batch:
+    """Build the RL batch for `turns` (all of one action mode) with per-turn `advantages` [N]."""
+    constrained = turns[0].decision.candidates is not None
+    extras: dict = {"temperature": float(temperature) if temperature > 0 else 1.0}
+    if constrained:
+        rows = [(t.prompt, c) for t in turns for c in t.decision.candidates]
+        extras["groups"] = torch.tensor([i for i, t in enumerate(turns) for _ in t.decision.candidates])
+        extras["chosen"] = torch.tensor([k == t.decision.chosen for t in turns for k in range(len(t.decision.candidates))])
+        old = torch.tensor([t.decision.logprob for t in turns], dtype=torch.float32)
+    else:
+        rows = [(t.prompt, t.action) for t in turns]
+        width = max(len(p) + len(a) for p, a in rows)
+        old = torch.zeros((len(turns), width), dtype=torch.float32)
+        for i, t in enumerate(turns):
+            start = len(t.prompt)
+            old[i, start:start + len(t.decision.byte_logprobs)] = torch.tensor(t.decision.byte_logprobs)
+    ids, attn, loss = _pack(rows)
+    return Batch(input_ids=ids, attention_mask=attn, loss_mask=loss, step=step, total_steps=total_steps,
+                 old_logprobs=old, advantages=advantages.float(), ref_logprobs=ref_logprobs, extras=extras)
