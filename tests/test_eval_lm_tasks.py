@@ -138,6 +138,18 @@ def test_unknown_task_names_the_valid_ones():
         get_task("helaswag")
 
 
+def test_task_list_checks_names_and_the_bpb_text_before_loading_anything():
+    from stlm_selfplay.commands.eval_lm import parse_tasks
+
+    assert parse_tasks(" mmlu, bpb,mmlu ", "t.txt") == ["mmlu", "bpb"]
+    with pytest.raises(UserError, match="the bpb task needs a text: pass --text FILE"):
+        parse_tasks("bpb", None)
+    with pytest.raises(UserError, match="add bpb to --tasks"):
+        parse_tasks("blimp", "t.txt")
+    with pytest.raises(UserError, match="unknown eval-lm task 'arc'"):
+        parse_tasks("blimp,arc", None)
+
+
 def test_windows_score_each_target_once_and_match_packed_val_rows_at_full_stride():
     ids = np.arange(20)
     for window, stride in [(8, 7), (8, 3), (8, 1), (5, 4)]:
