@@ -269,17 +269,9 @@ def run_dir(cfg: RootConfig) -> Path:
 
 def build_model_config(section: ModelSection):
     """`model.preset` + `model.overrides` -> an `STLMConfig`; bad names/values are `UserError`s."""
-    from stlm_selfplay.model import STLMConfig, load_preset
+    from stlm_selfplay.model.config import CONFIG_FIELDS, load_preset
 
-    try:
-        base = load_preset(section.preset)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise UserError(f"model.preset '{section.preset}': {str(err).splitlines()[0]}") from None
-    valid = set(base.to_dict())
     for key in section.overrides:
-        if key not in valid:
-            raise UserError(f"unknown model field 'model.overrides.{key}'{closest(key, valid)}")
-    try:
-        return STLMConfig(**{**base.to_dict(), **dict(section.overrides)})
-    except (TypeError, ValueError) as err:
-        raise UserError(f"invalid model config: {str(err).splitlines()[0]}") from None
+        if key not in CONFIG_FIELDS:
+            raise UserError(f"unknown model field 'model.overrides.{key}'{closest(key, CONFIG_FIELDS)}")
+    return load_preset(section.preset, **dict(section.overrides))
