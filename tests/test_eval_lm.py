@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.eval.bpb import sliding_bpb, text_file_bpb
 from stlm_selfplay.eval.lm_eval import evaluate_questions, load_questions, option_logliks
 from stlm_selfplay.eval.lm_tasks import get_task
@@ -193,11 +194,38 @@ def test_bpb_with_full_stride_equals_the_trainers_val_bpb(model, tmp_path):
     shards.mkdir()
     meta = pack_documents([text], shards, "hash", 1.0, shard_tokens=1 << 20)  # the whole text is val
     (shards / "meta.json").write_text(json.dumps(meta))
-    seq_len = model.config.max_seq_len
-    trainer = evaluate_bpb(model, val_sequences(shards, seq_len), batch_size=3)
-    ours = text_file_bpb(model, path, batch_size=2)
-    assert ours["stride"] == seq_len - 1 and ours["byte_targets"] == trainer["byte_targets"] == len(text) - 1
-    assert ours["bpb"] == pytest.approx(trainer["bpb"], abs=1e-4)
+    for seq_len in (model.config.max_seq_len, 40):  # the default window, and a shorter data.seq_len
+        trainer = evaluate_bpb(model, val_sequences(shards, seq_len), batch_size=3)
+        ours = text_file_bpb(model, path, batch_size=2, window=None if seq_len == model.config.max_seq_len else seq_len)
+        assert ours["stride"] == seq_len - 1 and ours["byte_targets"] == trainer["byte_targets"] == len(text) - 1
+        assert ours["bpb"] == pytest.approx(trainer["bpb"], abs=1e-4)
+    with pytest.raises(UserError, match="--window 97 is out of range; use 2 .. 96"):
+        text_file_bpb(model, path, window=97)
+    with pytest.raises(UserError, match="--stride 40 is out of range; use 1 .. 39"):
+        text_file_bpb(model, path, stride=40, window=40)
+
+
+def test_eval_lm_bpb_equals_the_val_bpb_a_pretraining_run_logged(tmp_path):
+    """End to end: a 2-step run logs val bpb on the tail of its corpus; `stlm eval-lm --tasks bpb`
+    on those bytes, with the run's seq_len as the window, gives the same number."""
+    from _pretrain_helpers import text_file, tiny_config
+
+    from stlm_selfplay.cli import main
+    from stlm_selfplay.data.cache import prepare_data, read_meta
+    from stlm_selfplay.train.pretrain import pretrain
+
+    cfg = tiny_config(text_file(tmp_path, size=6000), "bpb", steps=2,
+                      **{"data.val_max_sequences": 0, "logging.eval_every": 2, "run.checkpoint_every": 2})
+    with torch.random.fork_rng():  # the trainer seeds the global RNG
+        logged = pretrain(cfg)["val_bpb"]
+    folder = prepare_data(cfg.data)
+    val = np.concatenate([np.fromfile(folder / s["file"], dtype=np.uint16) for s in read_meta(folder)["splits"]["val"]])
+    assert val[-1] == EOS_ID and EOS_ID not in val[:-1]  # the tail of one document
+    (tmp_path / "val.txt").write_bytes(val[:-1].astype(np.uint8).tobytes())
+    assert main(["eval-lm", "bpb", "--tasks", "bpb", "--text", str(tmp_path / "val.txt"),
+                 "--window", str(cfg.data.seq_len), "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "runs" / "bpb" / "eval_lm.json").read_text())["tasks"]["bpb"]
+    assert result["byte_targets"] == len(val) - 2 and result["bpb"] == pytest.approx(logged, abs=1e-4)
 
 
 @torch.no_grad()

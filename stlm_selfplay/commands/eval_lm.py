@@ -1,7 +1,7 @@
 """`stlm eval-lm RUN_OR_CHECKPOINT --tasks ...`: bits-per-byte and zero-shot benchmarks.
 
     stlm eval-lm runs/my_run --tasks blimp,hellaswag,arc_easy,winogrande,mmlu [--limit N] [--data-dir DIR]
-    stlm eval-lm runs/my_run --tasks bpb --text FILE [--stride S]
+    stlm eval-lm runs/my_run --tasks bpb --text FILE [--window W] [--stride S]
 
 Prints a table (one column per task, a macro average, a chance row) and, for a run's checkpoint,
 writes `eval_lm.json` and `eval_lm.md` into the run folder (or into `--out DIR`). Results for
@@ -27,9 +27,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="read <task>.jsonl or <task>.parquet from DIR (the public dataset's schema) instead of the hub")
     parser.add_argument("--text", default=None, help="bpb task: the text file to measure bits-per-byte on")
+    parser.add_argument("--window", type=int, default=None,
+                        help="bpb task: ids per window, 2 .. max_seq_len (default max_seq_len; "
+                             "the run's data.seq_len reproduces its val windows)")
     parser.add_argument("--stride", type=int, default=None,
-                        help="bpb task: new bytes scored per window, 1 .. max_seq_len-1 "
-                             "(default max_seq_len-1 = the trainer's val windows; smaller = more context per byte)")
+                        help="bpb task: new bytes scored per window, 1 .. window-1 "
+                             "(default window-1 = the trainer's val windows; smaller = more context per byte)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default=None, help="folder for eval_lm.json/.md (default: the run folder, if any)")
@@ -94,7 +97,7 @@ def run(args) -> int:
     results: dict[str, dict] = {}
     for name in names:
         if name == "bpb":
-            results[name] = text_file_bpb(model, args.text, args.stride, args.batch_size)
+            results[name] = text_file_bpb(model, args.text, args.stride, args.batch_size, args.window)
         else:
             results[name] = evaluate_questions(model, get_task(name), questions[name], args.batch_size)
     print(results_table(results), end="")

@@ -1,7 +1,7 @@
 """Bits-per-byte of any text, with sliding windows.
 
 The text is one document, packed as pretraining packs it (`document_ids`: its UTF-8 bytes, then
-EOS), giving ids x_0 .. x_{n-1}. Windows of W ids (W = the model's `max_seq_len`) start every S
+EOS), giving ids x_0 .. x_{n-1}. Windows of W ids (default: the model's `max_seq_len`) start every S
 ids (the stride, 1 <= S <= W - 1); each id is predicted once, in the first window that holds it
 as a target, so later windows score only their last S ids and read the W - S ids before as context:
 
@@ -10,8 +10,9 @@ as a target, so later windows score only their last S ids and read the W - S ids
     windows    : k = 0, 1, ... while e_{k-1} < n
     bpb        = bits_per_byte(sum of -log p(x_p | window) over scored byte targets, #byte targets)
 
-With S = W - 1 the windows are exactly the trainer's packed val sequences (`val_sequences`: stride
-W - 1, every id after the first a target once), so the number equals its val bpb; a smaller S
+With S = W - 1 (the default) and W = the run's `data.seq_len` the windows are exactly the trainer's
+packed val sequences (`val_sequences`: stride W - 1, every id after the first a target once), so
+the number equals its val bpb; a smaller S
 gives every prediction at least W - S - 1 bytes of context. `token_nll`, `byte_target_mask` and
 `bits_per_byte` come from `objectives/ce.py`, the one definition of bits-per-byte.
 """
@@ -60,7 +61,7 @@ def sliding_bpb(model: nn.Module, ids: np.ndarray, window: int, stride: int | No
         raise UserError(f"a bpb window needs at least 2 ids (got {window}); use a model with max_seq_len >= 2")
     if not 1 <= stride <= window - 1:
         raise UserError(f"--stride {stride} is out of range; use 1 .. {window - 1} "
-                        f"(the model's max_seq_len {window} minus one, which is also the default)")
+                        f"(the window of {window} ids minus one, which is also the default)")
     if len(ids) < 2:
         raise UserError("the text is empty: there is no byte to predict; pass a non-empty --text file")
     device = next(model.parameters()).device
@@ -83,11 +84,15 @@ def sliding_bpb(model: nn.Module, ids: np.ndarray, window: int, stride: int | No
             "nll_sum": float(nll_sum), "windows": len(starts), "window": window, "stride": stride}
 
 
-def text_file_bpb(model: nn.Module, path: str | Path, stride: int | None = None, batch_size: int = 16) -> dict:
+def text_file_bpb(model: nn.Module, path: str | Path, stride: int | None = None, batch_size: int = 16,
+                  window: int | None = None) -> dict:
     """Bits-per-byte of a text file read as one document (its bytes, then EOS)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--text '{path}' does not exist; pass a text file to measure bits-per-byte on")
+    max_len = int(model.config.max_seq_len)
+    if window is not None and not 2 <= window <= max_len:
+        raise UserError(f"--window {window} is out of range; use 2 .. {max_len} (the model's max_seq_len)")
     ids = document_ids(path.read_bytes()).astype(np.int64)
-    result = sliding_bpb(model, ids, int(model.config.max_seq_len), stride, batch_size)
+    result = sliding_bpb(model, ids, window or max_len, stride, batch_size)
     return {"text": str(path), **result}
