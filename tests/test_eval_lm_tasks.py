@@ -133,6 +133,28 @@ def test_missing_or_malformed_data_is_a_one_line_user_error(tmp_path):
         to_questions(get_task("winogrande"), [bad])
 
 
+def test_hub_loading_reads_every_config_and_fails_offline_with_the_way_out(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(path, config, split):
+        calls.append((path, config, split))
+        return [{"sentence_good": f"{config} good", "sentence_bad": f"{config} bad", "UID": config}] * 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "get_dataset_config_names", lambda path: ["anaphor", "island"])
+        patch.setattr(datasets, "load_dataset", fake_load)
+        rows = load_rows(get_task("blimp"), limit=3)
+    assert calls == [("nyu-mll/blimp", "anaphor", "train"), ("nyu-mll/blimp", "island", "train")]
+    assert [r["UID"] for r in rows] == ["anaphor", "island", "anaphor"]
+    # the real hub in offline mode (set for every test): one line naming the task and --data-dir
+    with pytest.raises(UserError, match=r"^task 'winogrande': cannot load dataset 'allenai/winogrande' .*"
+                                        r"without internet pass --data-dir DIR holding winogrande.jsonl") as err:
+        load_rows(get_task("winogrande"))
+    assert "\n" not in str(err.value)
+
+
 def test_unknown_task_names_the_valid_ones():
     with pytest.raises(UserError, match="unknown eval-lm task 'helaswag' \\(did you mean 'hellaswag'\\?\\)"):
         get_task("helaswag")
