@@ -27,7 +27,7 @@ import copy
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.envs.formats import parse_action
@@ -55,9 +55,8 @@ class IllegalRule:
         raise UserError(f"unknown illegal-action rule '{spec}'; use lose, random or retry:N (e.g. retry:2)")
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """What one `step` did.
+class StepResult(NamedTuple):
+    """What one `step` did (a named tuple: cheap to make on the hot path).
 
     player:  the seat that acted
     legal:   whether the text named a legal action
@@ -85,6 +84,7 @@ class Game:
     sides: ClassVar[tuple[str, ...]] = ("a", "b")  # compact side names, one per seat
     side_names: ClassVar[tuple[str, ...]] = ("player 1", "player 2")  # verbose side names
     _copied: ClassVar[tuple[str, ...]] = ()  # mutable attributes `clone` copies (besides the base's)
+    raw_prompt = None  # adapters whose env brings its own text set a method (player) -> str here
 
     def __init__(self, *, illegal: str = "lose", max_turns: int | None = None, seed: int | None = None):
         """illegal: the illegal-action rule (lose | retry:N | random).
@@ -134,7 +134,9 @@ class Game:
     # -- the interface --------------------------------------------------------------------
     def reset(self, seed: int | None = None, *, deal: Any = None) -> "Game":
         """Start a new game; `seed` seeds the game's own RNG; `deal` fixes the chance outcomes."""
-        self.rng = random.Random(seed)
+        self._seed, self._rng = seed, None
+        self._legal_now: list[str] | None = None
+        self._turn_limit = self.max_turns
         self.turn = 0
         self.history: list[str] = []
         self.done = False
@@ -147,14 +149,31 @@ class Game:
         return self
 
     @property
+    def rng(self) -> random.Random:
+        """The game's own generator, seeded at reset (made on first use: seeding costs ~10 us)."""
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
+
+    @property
     def max_turns(self) -> int:
         return self._max_turns if self._max_turns is not None else self.natural_max_turns()
+
+    def _current_legal(self) -> list[str]:
+        """The legal actions, computed once per position (steps and resets clear the cache)."""
+        if self._legal_now is None:
+            self._legal_now = self._legal()
+        return self._legal_now
+
+    def refresh(self) -> None:
+        """Forget cached facts about the position; call after editing a game's fields directly."""
+        self._legal_now = None
 
     def legal_actions(self, player: int | None = None) -> list[str]:
         """Legal actions (no brackets) of `player` (default: the one to move); [] if not its turn."""
         if self.done or (player is not None and player != self.current_player):
             return []
-        return self._legal()
+        return list(self._current_legal())
 
     def observation(self, player: int | None = None) -> str:
         """The compact prompt for `player` (see `formats.format_prompt` for other styles)."""
@@ -169,9 +188,9 @@ class Game:
         if self.done:
             raise RuntimeError("the game is over; call reset() first")
         player = self.current_player
-        legal = self._legal()
-        chosen = action if isinstance(action, str) and action in legal else parse_action(action)
-        if chosen in legal:
+        legal = self._current_legal()
+        chosen = action if action.__class__ is str and action in legal else parse_action(action)
+        if chosen is not None and (chosen is action or chosen in legal):
             self._play(chosen)
             return StepResult(player, True, chosen, "ok", self.done, self.rewards)
         self.illegal_counts[player] += 1
@@ -190,13 +209,14 @@ class Game:
     def _play(self, action: str) -> None:
         self.history.append(action)
         self._apply(action)
+        self._legal_now = None
         self.turn += 1
         self._strikes = 0
         self.feedback = None
         payoffs = self._payoffs()
         if payoffs is not None:
             self._finish(payoffs)
-        elif self.turn >= self.max_turns:
+        elif self.turn >= self._turn_limit:
             self._finish((0.0,) * self.num_players)
 
     def _finish(self, payoffs: Sequence[float]) -> None:
@@ -213,8 +233,9 @@ class Game:
     def clone(self) -> "Game":
         """An independent copy (RNG state included): stepping it leaves this game unchanged."""
         new = copy.copy(self)
-        new.rng = random.Random()
-        new.rng.setstate(self.rng.getstate())
+        if self._rng is not None:
+            new._rng = random.Random()
+            new._rng.setstate(self._rng.getstate())
         for name in ("history", "illegal_counts") + self._copied:
             setattr(new, name, copy.copy(getattr(self, name)))
         return new

@@ -61,23 +61,25 @@ def parse_action(text: Any) -> str | None:
 
 def join_moves(actions: list[str]) -> str:
     """Legal moves for a compact prompt: "0145" when all are one character, else "check,bet"."""
-    return ("" if all(len(a) == 1 for a in actions) else ",").join(actions)
+    joined = "".join(actions)
+    return joined if len(joined) == len(actions) else ",".join(actions)
 
 
 def format_prompt(game, player: int | None = None, style: str = "compact") -> str:
     """The prompt `player` (default: the one to move) sees; the model continues it with `[action]`."""
-    player = game.current_player if player is None else player
-    raw = getattr(game, "raw_prompt", None)
-    if raw is not None:  # adapted games (TextArena) bring their own text
-        return raw(player)
+    if player is None:
+        player = game.current_player
+    if game.raw_prompt is not None:  # adapted games (TextArena) bring their own text
+        return game.raw_prompt(player)
     if style == "compact":
         head = f"{game.tag} {game.sides[player]} {game.board_text(player)}"
-        tail = f" !{game.feedback}>" if game.feedback is not None and player == game.current_player else ">"
+        tail = ">" if game.feedback is None or player != game.current_player else f" !{game.feedback}>"
         legal = game.legal_actions(player)
-        moves = f" ?{join_moves(legal)}" if legal else ""
-        if len((head + moves + tail).encode()) > COMPACT_LIMIT:
-            moves = ""
-        return head + moves + tail
+        if legal:
+            text = f"{head} ?{join_moves(legal)}{tail}"
+            if len(text) <= COMPACT_LIMIT and (text.isascii() or len(text.encode()) <= COMPACT_LIMIT):
+                return text
+        return head + tail
     if style == "verbose":
         legal = game.legal_actions(player)
         lines = [f"{game.title}. You are {game.side_names[player]}.", game.describe(player)]

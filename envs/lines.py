@@ -33,7 +33,13 @@ def line_table(rows: int, cols: int, length: int) -> tuple[tuple[tuple[int, ...]
 def completes_line(board, cell: int, through) -> bool:
     """Whether the mark on `board[cell]` completes a line through `cell` (`through` from line_table)."""
     mark = board[cell]
-    return any(all(board[i] == mark for i in line) for line in through[cell])
+    for line in through[cell]:  # plain loops: this is the hot path of every board game
+        for i in line:
+            if board[i] != mark:
+                break
+        else:
+            return True
+    return False
 
 
 def has_line(board, mark, lines) -> bool:

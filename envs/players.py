@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from stlm_selfplay.envs.base import Game, StepResult
 from stlm_selfplay.envs.formats import format_action, format_outcome, format_prompt, format_turn
@@ -59,8 +59,7 @@ class RandomPlayer(Player):
         return legal[rng.randrange(len(legal))]
 
 
-@dataclass
-class Turn:
+class Turn(NamedTuple):
     player: int
     prompt: str | None  # what the player was shown (None when not recorded)
     text: str | bytes  # what it wrote

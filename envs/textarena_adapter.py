@@ -52,14 +52,10 @@ class TextArenaGame:
 
     def __init__(self, env_id: str, *, seed: int | None = None, **env_kwargs):
         """env_id: a two-player TextArena id (e.g. "TicTacToe-v0"); env_kwargs go to `textarena.make`."""
-        ta = _textarena()
+        _textarena()  # a clear error now if it is missing
         self.env_id = self.tag = self.title = env_id
+        self._env_kwargs = env_kwargs
         self._random_state = random.Random(seed).getstate()
-        with self._private_random():
-            try:
-                self.env = ta.make(env_id, **env_kwargs)
-            except ValueError as err:
-                raise UserError(f"textarena: {err}") from None
         self.reset(seed)
 
     @contextmanager
@@ -78,6 +74,10 @@ class TextArenaGame:
         if seed is not None:
             self._random_state = random.Random(seed).getstate()
         with self._private_random():
+            try:  # a fresh env: TextArena's LLM observation wrapper keeps old games' text across resets
+                self.env = _textarena().make(self.env_id, **self._env_kwargs)
+            except ValueError as err:
+                raise UserError(f"textarena: {err}") from None
             self.env.reset(num_players=self.num_players, seed=seed)
         self.history: list[str] = []
         self.illegal_counts = [0] * self.num_players
@@ -92,10 +92,10 @@ class TextArenaGame:
         return self.env.state
 
     def _pull_observation(self) -> None:
-        with self._private_random():
-            player, text = self.env.get_observation()
+        player, text = self.env.get_observation()  # draws nothing: no RNG swap needed
         self.current_player = int(player)
         self._observations[self.current_player] = text if isinstance(text, str) else str(text)
+        self._legal_now = None
 
     @property
     def turn(self) -> int:
@@ -114,11 +114,11 @@ class TextArenaGame:
     def legal_actions(self, player: int | None = None) -> list[str]:
         if self.done or (player is not None and player != self.current_player):
             return []
-        lines = [line.lower() for line in self.observation().splitlines() if "available" in line.lower()]
-        if not lines:
-            return []
-        listed = lines[-1].rpartition("available")[2]
-        return [m.strip() for m in _BRACKETED.findall(listed)]
+        if self._legal_now is None:  # parsed once per observation
+            lines = [line.lower() for line in self.observation().splitlines() if "available" in line.lower()]
+            listed = lines[-1].rpartition("available")[2] if lines else ""
+            self._legal_now = [m.strip() for m in _BRACKETED.findall(listed)]
+        return list(self._legal_now)
 
     def step(self, action: str | bytes) -> StepResult:
         if self.done:

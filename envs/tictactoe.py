@@ -35,8 +35,7 @@ class TicTacToe(Game):
         return 9
 
     def _legal(self) -> list[str]:
-        board = self.board
-        return [CELLS[i] for i in range(9) if board[i] == "."]
+        return [cell for cell, mark in zip(CELLS, self.board) if mark == "."]
 
     def _apply(self, action: str) -> None:
         cell = int(action)

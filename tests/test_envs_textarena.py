@@ -59,3 +59,10 @@ def test_textarena_leaves_global_random_untouched():
     random.random()
     game_b, _ = _play("KuhnPoker-v0", 11)
     assert game_a.history == game_b.history and game_a.observation(1) == game_b.observation(1)
+
+
+def test_textarena_reset_starts_a_clean_transcript():
+    game, _ = _play("TicTacToe-v0", 2)
+    game.reset(4)
+    assert game.observation(0).count("You are Player 0 in Tic Tac Toe") == 1
+    assert game.legal_actions() == [str(i) for i in range(9)] and game.history == [] and not game.done

@@ -83,6 +83,7 @@ def _position(rows: list[str]) -> ConnectFour:
     game.board = list("".join(rows))
     game.heights = [sum(row[c] != "." for row in rows) for c in range(7)]
     game.current_player = 0
+    game.refresh()
     return game
 
 
@@ -102,6 +103,7 @@ def test_connect_four_detects_each_direction(rows, column):
     assert result.done and game.rewards == (1.0, -1.0)
     blocked = _position(rows)
     blocked.current_player = 1  # the same drop by o completes nothing
+    blocked.refresh()
     assert not blocked.step(column).done
 
 
@@ -123,6 +125,7 @@ def test_connect_four_bots_take_and_block_immediate_wins():
     game.board[35:38] = [".", ".", "."]  # x has no line: must block o's row at column 3
     game.heights[0:3] = [1, 1, 1]
     game.board[28:31], game.board[35:38] = ["."] * 3, ["o", "o", "o"]
+    game.refresh()
     assert make_player("connect_four", "heuristic").policy(game) == {"3": 1.0}
     assert make_player("connect_four", "negamax", depth=3).policy(game) == {"3": 1.0}
 
