@@ -65,9 +65,11 @@ def words(rng, n):
 # --- fixture rows in each suite's schema, with options of different lengths ------------------
 
 def hellaswag_rows(rng, n):
-    return [{"activity_label": words(rng, 1).title(), "ctx_a": words(rng, 4) + ".", "ctx_b": words(rng, 2),
-             "endings": [words(rng, int(k)) + "." for k in rng.integers(1, 4, size=4)], "label": str(rng.integers(4)),
-             "split": "val"} for _ in range(n)]
+    """With WikiHow's [header]/[title]/[step] tags, which the template cleans away."""
+    return [{"activity_label": words(rng, 1).title(), "ctx_a": f"[header] {words(rng, 2)} [title] {words(rng, 2)}.",
+             "ctx_b": words(rng, 2), "label": str(rng.integers(4)), "split": "val",
+             "endings": [f"{words(rng, int(k))} [title] {words(rng, 1)}. [step] {words(rng, 1)}."
+                         for k in rng.integers(1, 3, size=4)]} for _ in range(n)]
 
 
 def arc_rows(rng, n):

@@ -11,9 +11,13 @@ tasks not in this call are kept when the file already holds results of the same 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-DEFAULT_TASKS = "blimp,hellaswag,arc_easy,winogrande,mmlu"
+from stlm_selfplay.eval.lm_tasks import TASKS  # light: names and templates only
+
+DEFAULT_TASKS = ",".join(TASKS)
+TASK_NAMES = ", ".join([*TASKS, "bpb"])
 RESULTS_JSON = "eval_lm.json"
 RESULTS_MD = "eval_lm.md"
 
@@ -21,7 +25,7 @@ RESULTS_MD = "eval_lm.md"
 def add_arguments(parser) -> None:
     parser.add_argument("model", metavar="RUN_OR_CHECKPOINT", help="run folder, run name under runs/, or checkpoint folder")
     parser.add_argument("--tasks", default=DEFAULT_TASKS,
-                        help=f"comma-separated: blimp, hellaswag, arc_easy, winogrande, mmlu, bpb (default: {DEFAULT_TASKS})")
+                        help=f"comma-separated: {TASK_NAMES} (default: {DEFAULT_TASKS})")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most N questions per task (spread across BLiMP phenomena / MMLU subjects)")
     parser.add_argument("--data-dir", default=None,
@@ -33,7 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stride", type=int, default=None,
                         help="bpb task: new bytes scored per window, 1 .. window-1 "
                              "(default window-1 = the trainer's val windows; smaller = more context per byte)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--out", default=None, help="folder for eval_lm.json/.md (default: the run folder, if any)")
 
@@ -45,7 +49,7 @@ def parse_tasks(spec: str, text: str | None) -> list[str]:
 
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
     if not names:
-        raise UserError("--tasks is empty; name at least one of blimp, hellaswag, arc_easy, winogrande, mmlu, bpb")
+        raise UserError(f"--tasks is empty; name at least one of {TASK_NAMES}")
     for name in names:
         if name != "bpb":
             get_task(name)
@@ -96,6 +100,8 @@ def run(args) -> int:
 
     results: dict[str, dict] = {}
     for name in names:
+        what = f"bits-per-byte of {args.text}" if name == "bpb" else f"{len(questions[name])} questions"
+        print(f"{name}: {what} ...", file=sys.stderr, flush=True)
         if name == "bpb":
             results[name] = text_file_bpb(model, args.text, args.stride, args.batch_size, args.window)
         else:
