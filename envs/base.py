@@ -226,9 +226,7 @@ class Game:
     @property
     def outcome(self) -> tuple[str, ...] | None:
         """'win' | 'draw' | 'loss' per seat (by the sign of its payoff), or None while playing."""
-        if not self.done:
-            return None
-        return tuple("win" if r > 0 else "loss" if r < 0 else "draw" for r in self.rewards)
+        return outcomes(self.rewards) if self.done else None
 
     def clone(self) -> "Game":
         """An independent copy (RNG state included): stepping it leaves this game unchanged."""
@@ -274,3 +272,8 @@ def derive_seed(seed: int, *keys) -> int:
     """
     digest = hashlib.blake2b(repr((seed,) + keys).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def outcomes(rewards: Sequence[float]) -> tuple[str, ...]:
+    """'win' | 'draw' | 'loss' per seat, by the sign of its payoff."""
+    return tuple("win" if r > 0 else "loss" if r < 0 else "draw" for r in rewards)

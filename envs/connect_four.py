@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import random
 
-from stlm_selfplay.envs.base import Game
-from stlm_selfplay.envs.lines import completes_line, line_table
+from stlm_selfplay.envs.lines import LineGame, completes_line, line_table
 from stlm_selfplay.envs.players import Player, uniform
 from stlm_selfplay.envs.registry import register_game, register_player
 
-MARKS = "xo"
+MARKS = LineGame.marks
 
 
 @register_game("connect_four")
-class ConnectFour(Game):
+class ConnectFour(LineGame):
     tag = "c4"
     title = "Connect four"
-    sides = ("x", "o")
-    side_names = ("X (moves first)", "O")
     _copied = ("board", "heights")
 
     def __init__(self, *, rows: int = 6, cols: int = 7, connect: int = 4, **base):
@@ -39,12 +36,8 @@ class ConnectFour(Game):
         super().__init__(**base)
 
     def _new_state(self, deal) -> None:
-        self.board = ["."] * (self.rows * self.cols)
+        super()._new_state(deal)
         self.heights = [0] * self.cols
-        self._won = False
-
-    def natural_max_turns(self) -> int:
-        return self.rows * self.cols
 
     def _legal(self) -> list[str]:
         return [self.columns[c] for c in range(self.cols) if self.heights[c] < self.rows]
@@ -55,16 +48,8 @@ class ConnectFour(Game):
 
     def _apply(self, action: str) -> None:
         col = int(action)
-        cell = self.drop_cell(col)
-        self.board[cell] = MARKS[self.current_player]
+        self._place(self.drop_cell(col))
         self.heights[col] += 1
-        self._won = completes_line(self.board, cell, self.through)
-        self.current_player ^= 1
-
-    def _payoffs(self):
-        if self._won:
-            return (1.0, -1.0) if self.current_player == 1 else (-1.0, 1.0)
-        return (0.0, 0.0) if "." not in self.board else None
 
     def wins_with(self, col: int, mark: str) -> bool:
         """Whether dropping `mark` into `col` (not full) would complete a line."""
@@ -74,17 +59,9 @@ class ConnectFour(Game):
         self.board[cell] = "."
         return won
 
-    def board_text(self, player: int) -> str:
-        b = "".join(self.board)
-        return "|".join(b[r * self.cols : (r + 1) * self.cols] for r in range(self.rows))
-
     def describe(self, player: int) -> str:
-        b = "".join(self.board)
-        rows = "\n".join(b[r * self.cols : (r + 1) * self.cols] for r in range(self.rows))
+        rows = "\n".join(self.grid_rows())
         return f"Drop a piece into a column 0-{self.cols - 1}; {self.connect} in a row wins. Board (top row first):\n{rows}"
-
-    def state_key(self):
-        return ("".join(self.board), self.done, self._strikes)
 
 
 @register_player("connect_four", "heuristic")

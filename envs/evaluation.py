@@ -217,6 +217,16 @@ class SeatRecord:
     opponent_illegal: int = 0
     payoff: float = 0.0  # A's total payoff
 
+    def add(self, outcome: Sequence[str], rewards: Sequence[float], illegal_counts: Sequence[int], seat: int) -> None:
+        """Count one finished game from the view of the player in `seat`."""
+        self.games += 1
+        self.wins += outcome[seat] == "win"
+        self.draws += outcome[seat] == "draw"
+        self.losses += outcome[seat] == "loss"
+        self.illegal += illegal_counts[seat] > 0
+        self.opponent_illegal += any(n > 0 for s, n in enumerate(illegal_counts) if s != seat)
+        self.payoff += rewards[seat]
+
     def as_dict(self) -> dict:
         out = {"games": self.games, "mean_payoff": self.payoff / self.games if self.games else 0.0}
         for key in ("wins", "draws", "losses", "illegal", "opponent_illegal"):
@@ -261,13 +271,5 @@ def play_match(game: str, player_a, player_b, games: int, seed: int, **game_opti
         board.reset(derive_seed(seed, "game", i))
         rngs = [random.Random(derive_seed(seed, "seat", i, s)) for s in range(2)]
         play_game(board, seated, rngs)
-        rec = result.seats[seat_a]
-        rec.games += 1
-        outcome = board.outcome[seat_a]
-        rec.wins += outcome == "win"
-        rec.draws += outcome == "draw"
-        rec.losses += outcome == "loss"
-        rec.illegal += board.illegal_counts[seat_a] > 0
-        rec.opponent_illegal += board.illegal_counts[seat_a ^ 1] > 0
-        rec.payoff += board.rewards[seat_a]
+        result.seats[seat_a].add(board.outcome, board.rewards, board.illegal_counts, seat_a)
     return result

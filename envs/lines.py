@@ -1,4 +1,4 @@
-"""Line detection on a grid, shared by tictactoe and connect_four.
+"""Line detection on a grid, and the base of the games won by a line (tictactoe, connect_four).
 
 Cells are numbered row-major, `cell = row * cols + col`. A line is `length` cells in a row in
 one of the four directions: horizontal (0, 1), vertical (1, 0), diagonal (1, 1), anti-diagonal
@@ -8,6 +8,8 @@ one of the four directions: horizontal (0, 1), vertical (1, 0), diagonal (1, 1),
 from __future__ import annotations
 
 from functools import lru_cache
+
+from stlm_selfplay.envs.base import Game
 
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
@@ -45,3 +47,42 @@ def completes_line(board, cell: int, through) -> bool:
 def has_line(board, mark, lines) -> bool:
     """Whether `mark` fills any of `lines` on `board`."""
     return any(all(board[i] == mark for i in line) for line in lines)
+
+
+class LineGame(Game):
+    """Two players put x (seat 0, first) and o marks on a grid; a completed line wins, a full board
+    draws. Subclasses set `rows`, `cols`, `through` (from `line_table`) and which cell a move fills."""
+
+    sides = ("x", "o")
+    side_names = ("X (moves first)", "O")
+    marks = "xo"
+    _copied = ("board",)
+
+    def _new_state(self, deal) -> None:
+        self.board = ["."] * (self.rows * self.cols)
+        self._won = False
+
+    def natural_max_turns(self) -> int:
+        return self.rows * self.cols
+
+    def _place(self, cell: int) -> None:
+        """Put the mover's mark on `cell`, note a completed line, pass the turn."""
+        self.board[cell] = self.marks[self.current_player]
+        self._won = completes_line(self.board, cell, self.through)
+        self.current_player ^= 1
+
+    def _payoffs(self):
+        if self._won:  # the player who just moved (not current_player) completed a line
+            return (1.0, -1.0) if self.current_player == 1 else (-1.0, 1.0)
+        return (0.0, 0.0) if "." not in self.board else None
+
+    def grid_rows(self) -> list[str]:
+        """The board as text rows, top row first ("." empty)."""
+        b = "".join(self.board)
+        return [b[r * self.cols : (r + 1) * self.cols] for r in range(self.rows)]
+
+    def board_text(self, player: int) -> str:
+        return "|".join(self.grid_rows())
+
+    def state_key(self):
+        return ("".join(self.board), self.done, self._strikes)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from stlm_selfplay.envs.base import StepResult
+from stlm_selfplay.envs.base import StepResult, outcomes
 from stlm_selfplay.envs.formats import format_action, parse_action
 from stlm_selfplay.errors import UserError
 
@@ -152,9 +152,7 @@ class TextArenaGame:
 
     @property
     def outcome(self) -> tuple[str, ...] | None:
-        if not self.done:
-            return None
-        return tuple("win" if r > 0 else "loss" if r < 0 else "draw" for r in self.rewards)
+        return outcomes(self.rewards) if self.done else None
 
     def clone(self) -> "TextArenaGame":
         return copy.deepcopy(self)

@@ -9,55 +9,30 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from stlm_selfplay.envs.base import Game
-from stlm_selfplay.envs.lines import completes_line, has_line, line_table
+from stlm_selfplay.envs.lines import LineGame, has_line, line_table
 from stlm_selfplay.envs.players import Player, uniform
 from stlm_selfplay.envs.registry import register_game, register_player
 
 LINES, THROUGH = line_table(3, 3, 3)
 CELLS = tuple(str(i) for i in range(9))
-MARKS = "xo"
 
 
 @register_game("tictactoe")
-class TicTacToe(Game):
+class TicTacToe(LineGame):
     tag = "ttt"
     title = "Tic-tac-toe"
-    sides = ("x", "o")
-    side_names = ("X (moves first)", "O")
-    _copied = ("board",)
-
-    def _new_state(self, deal) -> None:
-        self.board = ["."] * 9
-        self._won = False
-
-    def natural_max_turns(self) -> int:
-        return 9
+    rows = cols = 3
+    through = THROUGH
 
     def _legal(self) -> list[str]:
         return [cell for cell, mark in zip(CELLS, self.board) if mark == "."]
 
     def _apply(self, action: str) -> None:
-        cell = int(action)
-        self.board[cell] = MARKS[self.current_player]
-        self._won = completes_line(self.board, cell, THROUGH)
-        self.current_player ^= 1
-
-    def _payoffs(self):
-        if self._won:  # the player who just moved (not current_player) completed a line
-            return (1.0, -1.0) if self.current_player == 1 else (-1.0, 1.0)
-        return (0.0, 0.0) if "." not in self.board else None
-
-    def board_text(self, player: int) -> str:
-        b = "".join(self.board)
-        return f"{b[0:3]}|{b[3:6]}|{b[6:9]}"
+        self._place(int(action))
 
     def describe(self, player: int) -> str:
-        rows = ["".join(self.board[r * 3 + c] if self.board[r * 3 + c] != "." else CELLS[r * 3 + c] for c in range(3)) for r in range(3)]
+        rows = ["".join(CELLS[r * 3 + c] if mark == "." else mark for c, mark in enumerate(row)) for r, row in enumerate(self.grid_rows())]
         return "Three in a row wins. Board (numbers are free cells):\n" + "\n".join(rows)
-
-    def state_key(self):
-        return ("".join(self.board), self.done, self._strikes)
 
 
 @lru_cache(maxsize=None)
