@@ -21,13 +21,19 @@ from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-@pytest.fixture(scope="module")
-def model():
-    with torch.random.fork_rng():  # a fixed model without touching the caller's RNG
+def random_model(max_seq_len: int) -> STLMForCausalLM:
+    """A fixed tiny model (seeded without touching the caller's RNG); the wide init gives
+    options clearly different log-likelihoods."""
+    with torch.random.fork_rng():
         torch.manual_seed(0)
         config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                            max_seq_len=96, patch_size=4, initializer_range=0.3)  # wide init: distinct log-probs
+                            max_seq_len=max_seq_len, patch_size=4, initializer_range=0.3)
         return STLMForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(max_seq_len=96)  # short: long MMLU contexts get cut from the left
 
 
 @torch.no_grad()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[eval]')")
-
-from pathlib import Path  # noqa: E402
 
 import lm_eval  # noqa: E402
 import numpy as np  # noqa: E402
@@ -16,18 +16,14 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from stlm_selfplay.eval.lm_eval import evaluate_questions, load_questions  # noqa: E402
 from stlm_selfplay.eval.lm_tasks import get_task  # noqa: E402
-from stlm_selfplay.model import ByteTokenizer, STLMConfig, STLMForCausalLM  # noqa: E402
+from stlm_selfplay.model import ByteTokenizer  # noqa: E402
 from stlm_selfplay.model.tokenizer import EOS_ID  # noqa: E402
-from test_eval_lm import FIXTURES, write_jsonl  # noqa: E402
+from test_eval_lm import FIXTURES, random_model, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                            max_seq_len=192, patch_size=4, initializer_range=0.3)
-        return STLMForCausalLM(config).eval()
+    return random_model(max_seq_len=192)  # the fixtures' contexts fit: no truncation
 
 
 @torch.no_grad()
