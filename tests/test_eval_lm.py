@@ -285,6 +285,7 @@ def test_cli_writes_table_and_json_to_the_run_folder(model, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "mmlu,hellaswag"], "error: task 'hellaswag': no hellaswag.jsonl or hellaswag.parquet in"),
     (["--tasks", "mmlu,wikitext"], "error: unknown eval-lm task 'wikitext'"),
+    (["--tasks", "mmlu,bpb", "--text", "missing.txt"], "error: --text 'missing.txt' does not exist"),
 ])
 def test_cli_missing_data_or_unknown_task_is_one_line_and_exit_2(model, tmp_path, args, message):
     run = save_run(model, tmp_path)

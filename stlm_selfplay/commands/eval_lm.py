@@ -82,7 +82,7 @@ def write_results(folder: Path, model_folder: Path, results: dict[str, dict]) ->
 def run(args) -> int:
     import torch
 
-    from stlm_selfplay.eval.bpb import text_file_bpb
+    from stlm_selfplay.eval.bpb import check_text_file, text_file_bpb
     from stlm_selfplay.eval.lm_eval import evaluate_questions, load_questions, results_table
     from stlm_selfplay.eval.lm_tasks import get_task
     from stlm_selfplay.errors import UserError
@@ -94,6 +94,8 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     folder = resolve_model_folder(args.model)
+    if args.text:
+        check_text_file(args.text)
     questions = {n: load_questions(n, args.data_dir, args.limit) for n in names if n != "bpb"}  # fail before loading the model
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(folder, device=device)

@@ -84,12 +84,17 @@ def sliding_bpb(model: nn.Module, ids: np.ndarray, window: int, stride: int | No
             "nll_sum": float(nll_sum), "windows": len(starts), "window": window, "stride": stride}
 
 
-def text_file_bpb(model: nn.Module, path: str | Path, stride: int | None = None, batch_size: int = 16,
-                  window: int | None = None) -> dict:
-    """Bits-per-byte of a text file read as one document (its bytes, then EOS)."""
+def check_text_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--text '{path}' does not exist; pass a text file to measure bits-per-byte on")
+    return path
+
+
+def text_file_bpb(model: nn.Module, path: str | Path, stride: int | None = None, batch_size: int = 16,
+                  window: int | None = None) -> dict:
+    """Bits-per-byte of a text file read as one document (its bytes, then EOS)."""
+    path = check_text_file(path)
     max_len = int(model.config.max_seq_len)
     if window is not None and not 2 <= window <= max_len:
         raise UserError(f"--window {window} is out of range; use 2 .. {max_len} (the model's max_seq_len)")
