@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Sequence
 
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.envs.formats import parse_action
+from stlm_selfplay.envs.formats import format_prompt, parse_action
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,6 @@ class Game:
 
     def observation(self, player: int | None = None) -> str:
         """The compact prompt for `player` (see `formats.format_prompt` for other styles)."""
-        from stlm_selfplay.envs.formats import format_prompt
-
         return format_prompt(self, self.current_player if player is None else player)
 
     def step(self, action: str | bytes) -> StepResult:
@@ -188,7 +186,7 @@ class Game:
         if self.done:
             raise RuntimeError("the game is over; call reset() first")
         player = self.current_player
-        legal = self._current_legal()
+        legal = self._legal_now or self._current_legal()
         chosen = action if action.__class__ is str and action in legal else parse_action(action)
         if chosen is not None and (chosen is action or chosen in legal):
             self._play(chosen)

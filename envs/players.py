@@ -96,9 +96,10 @@ def play_game(game: Game, players: Sequence[Player], rngs: Sequence[random.Rando
     With `style` set, each turn records the prompt its player saw (for transcripts).
     """
     episode = Episode(game)
+    record, step, acts = episode.turns.append, game.step, [p.act for p in players]
     while not game.done:
         seat = game.current_player
         prompt = format_prompt(game, seat, style) if style else None
-        text = players[seat].act(game, rngs[seat])
-        episode.turns.append(Turn(seat, prompt, text, game.step(text)))
+        text = acts[seat](game, rngs[seat])
+        record(Turn(seat, prompt, text, step(text)))
     return episode

@@ -30,6 +30,10 @@ class TicTacToe(LineGame):
     def _apply(self, action: str) -> None:
         self._place(int(action))
 
+    def board_text(self, player: int) -> str:
+        b = "".join(self.board)  # the generic LineGame.board_text, unrolled: it runs every turn
+        return f"{b[:3]}|{b[3:6]}|{b[6:]}"
+
     def describe(self, player: int) -> str:
         rows = ["".join(CELLS[r * 3 + c] if mark == "." else mark for c, mark in enumerate(row)) for r, row in enumerate(self.grid_rows())]
         return "Three in a row wins. Board (numbers are free cells):\n" + "\n".join(rows)

@@ -22,7 +22,10 @@ OUTPUT_KINDS = (".txt", ".jsonl")
 
 def add_arguments(parser) -> None:
     kinds = parser.add_subparsers(dest="data_command", metavar="KIND", required=True)
-    games = kinds.add_parser("games", help="transcripts of games between scripted players", description=__doc__.splitlines()[0])
+    games = kinds.add_parser(
+        "games", help="transcripts of games between scripted players",
+        description="Game transcripts exactly as self-play shows them: one `prompt[action]` line per turn, then the "
+        "outcome line; seats rotate between games; same seed, same file.")
     games.add_argument("--game", required=True, help="game name, or a weighted mix like tictactoe=2,nim=1")
     games.add_argument("--players", default="random,random", help="comma-separated scripted players by seat, e.g. random,minimax or random,negamax:depth=2 (default random,random)")
     games.add_argument("--episodes", type=int, default=1000, help="number of games (default 1000)")
