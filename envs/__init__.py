@@ -8,7 +8,9 @@ exact evaluators, and gymnasium / TextArena adapters.
 Importing this package registers the gymnasium ids `stlm_selfplay/<Game>-v0`.
 """
 
-from stlm_selfplay.envs.registry import GAMES, PLAYERS, list_games, list_players, make, make_player  # first: loads the games
+from stlm_selfplay.envs.registry import (  # first: loads the games
+    GAMES, PLAYERS, from_history, list_games, list_players, make, make_player,
+)
 from stlm_selfplay.envs.base import Game, IllegalRule, StepResult
 from stlm_selfplay.envs.formats import format_action, format_outcome, format_prompt, format_turn, parse_action
 from stlm_selfplay.envs.players import Episode, Player, play_game
@@ -19,7 +21,7 @@ register_gym_envs()
 list = list_games  # noqa: A001 - `envs.list()` as the issue names it; shadows the builtin here only
 
 __all__ = [
-    "Game", "IllegalRule", "StepResult", "Episode", "Player", "play_game", "make", "make_player",
+    "Game", "IllegalRule", "StepResult", "Episode", "Player", "play_game", "make", "make_player", "from_history",
     "list_games", "list_players", "list", "GAMES", "PLAYERS",
     "format_prompt", "format_action", "format_outcome", "format_turn", "parse_action",
 ]

@@ -78,6 +78,13 @@ def make(name: str, **options):
     return _construct("game", name, GAMES[name], options)
 
 
+def from_history(name: str, actions, *, deal=None, **options):
+    """The game `name` after `actions` from the start (each must be legal), with `deal` if given."""
+    if name not in GAMES:
+        raise unknown_name("game", name, GAMES)
+    return GAMES[name].from_history(actions, deal=deal, **options)
+
+
 def list_games() -> list[str]:
     """The registered game names, sorted."""
     return sorted(GAMES)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from stlm_selfplay.envs import make, make_player
+from stlm_selfplay.envs import from_history, make, make_player
 from stlm_selfplay.envs.connect_four import ConnectFour
 from stlm_selfplay.envs.evaluation import kuhn_terminals, tictactoe_positions
 from stlm_selfplay.envs.kuhn_poker import KuhnPoker
@@ -282,3 +282,12 @@ def test_bad_options_are_user_errors():
     assert make_player("connect_four", "negamax:depth=2").depth == 2
     with pytest.raises(ValueError, match="illegal action"):
         TicTacToe.from_history(["4", "4"])
+    with pytest.raises(UserError, match="unknown game"):
+        from_history("tictac", [])
+
+
+def test_from_history_by_name_with_a_deal():
+    game = from_history("kuhn_poker", ["check", "bet"], deal=((0, 2),))
+    assert game.info_state(0) == "Jpb" and game.legal_actions() == ["call", "fold"]
+    game.step("fold")
+    assert game.rewards == (-1.0, 1.0)
