@@ -256,7 +256,7 @@ class Game:
         return f"{type(self).__name__}(turn={self.turn}, player={self.current_player}, board={self.board_text(self.current_player)!r})"
 
 
-def _preview(action: str | bytes, limit: int = 12) -> str:
+def _preview(action: str | bytes, limit: int = 8) -> str:
     """A short printable echo of rejected text, for retry feedback."""
     text = action.decode("utf-8", "replace") if isinstance(action, (bytes, bytearray)) else str(action)
     text = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])  # printable ASCII only
