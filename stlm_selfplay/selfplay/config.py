@@ -1,0 +1,229 @@
+"""`SelfPlayConfig`: the `selfplay:` section of the root config (what `stlm selfplay` reads).
+
+Every option is declared, typed and documented where it is declared. The rest of a self-play run
+comes from the root config: `run.*` (name, seed, device, resume, checkpoint_every, keep_last),
+`optimizer.*` (AdamW/Muon betas, eps, weight decay; `selfplay.lr` replaces the peak lr) and
+`logging.*` (wandb, progress bar, log_every). `check_selfplay` validates values that types cannot.
+
+    selfplay:
+      init_from: runs/ttt-pretrain          # a pretrain run, a checkpoint folder or an HF folder
+      games_per_update: 64
+      updates: 200
+      stages: [{games: {tictactoe: 1.0}, opponents: {self: 0.5, pool: 0.2, random: 0.3}}]
+      objectives: [{name: reinforce}]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from stlm_selfplay.errors import UserError, closest, unknown_name
+
+ACTION_MODES = ("constrained", "free")
+POOL_SAMPLING = ("uniform", "latest", "prioritized")
+SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
+RL_OBJECTIVES = ("reinforce", "ppo", "grpo")
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage: which games, against whom, how the learner acts, and when it ends."""
+
+    # (the two mixes below start empty so that a YAML mix replaces, not extends, a default one;
+    #  the default curriculum is DEFAULT_STAGE)
+    games: Dict[str, float] = field(default_factory=dict)  # game -> share of the update's games
+    #   (shares are rounded to whole games by largest remainder), e.g. {tictactoe: 1.0}
+    opponents: Dict[str, float] = field(default_factory=dict)  # opponent mix, drawn per game, e.g.
+    #   {self: 0.5, pool: 0.2, random: 0.3}: self (the learner in every seat; all seats train),
+    #   pool (a frozen snapshot, picked by pool.sampling) or a scripted bot of the game (random, optimal, ...)
+    game_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # game -> make() options,
+    #   e.g. {tictactoe: {illegal: "retry:1"}}
+    temperature: float = 1.0  # sampling temperature of learner and snapshots (constrained: on the
+    #                           summed action log-probs; free: per byte)
+    mode: str = "constrained"  # constrained (softmax over the legal actions' log-probs) | free (text)
+    max_action_bytes: int = 8  # free mode: bytes the model may write per move
+    until_update: int = 0  # the stage ends once this many updates (counted from the run's start)
+    #                        are done; 0 = no update limit (the last stage runs to `updates`)
+    until_metric: str = ""  # eval metric that ends the stage when >= until_value, e.g.
+    #                         "tictactoe/random/win_rate" or "tictactoe/optimal_rate"; "" = none
+    until_value: float = 0.0  # threshold for until_metric
+
+
+def default_stage() -> StageConfig:
+    """The default curriculum's one stage: tic-tac-toe against self, snapshots and random play."""
+    return StageConfig(games={"tictactoe": 1.0}, opponents={"self": 0.5, "pool": 0.2, "random": 0.3})
+
+
+@dataclass
+class PoolConfig:
+    """Frozen snapshots of the learner that `pool` opponents are drawn from."""
+
+    snapshot_every: int = 10  # updates between snapshots (the initial model is snapshot 0)
+    max_size: int = 8  # snapshots kept; the oldest is dropped first
+    sampling: str = "uniform"  # uniform | latest (newest favoured, weight latest_decay^age) |
+    #                            prioritized (weight (1 - learner score vs it)^priority_power, PFSP)
+    latest_decay: float = 0.5  # latest: a snapshot one step older is this much less likely
+    priority_power: float = 2.0  # prioritized: sharpness of the preference for hard snapshots
+    score_decay: float = 0.9  # prioritized: EMA decay of the learner's score against each snapshot
+
+
+@dataclass
+class AdvantageConfig:
+    """Advantages from rewards (stlm_selfplay/selfplay/advantages.py)."""
+
+    estimator: str = "rae"  # rae (EMA baseline per game and role) | rloo | group | none
+    options: Dict[str, Any] = field(default_factory=dict)  # estimator options, e.g. {decay: 0.95}
+    normalize: bool = False  # rescale the kept advantages to mean 0, std 1 over the update (all ranks)
+    drop_zero: bool = False  # skip turns whose advantage is 0 (no gradient)
+    group_size: int = 1  # games per seed group (rloo and group need > 1: same seed, same seats)
+    illegal_penalty: float = 0.0  # reward shaping: subtracted from an illegal move's reward
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation every `every` updates (also before the first and after the last update)."""
+
+    every: int = 20  # updates between evaluations (0 = only before the first and after the last)
+    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games)
+    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents
+    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot)
+    temperature: float = 0.0  # evaluation decoding (0 = greedy: the fixed, most likely move)
+    mode: str = ""  # action mode for evaluation ("" = the current stage's mode)
+    optimal_rate: bool = True  # tictactoe: optimal-move rate over all 4,520 positions (one batched score)
+    exploitability: bool = True  # kuhn_poker: exploitability of the current and the average policy
+    ratings: bool = True  # Bradley-Terry ratings of the learner, its snapshots and the bots
+    pool_episodes: int = 20  # ratings: games of the learner against each pool snapshot
+    rating_bootstrap: int = 100  # ratings: bootstrap refits for the intervals (0 = none)
+
+
+@dataclass
+class SelfPlayConfig:
+    """Everything `stlm selfplay` needs beyond `run`, `optimizer` and `logging`."""
+
+    init_from: str = ""  # the model to improve: a pretrain run folder, a checkpoint folder or a
+    #                      Hugging Face model folder ("" = a fresh model from `model.*`)
+    updates: int = 100  # policy updates in the run (each: play, compute advantages, optimize)
+    games_per_update: int = 64  # games played per update, over all ranks (divisible by processes)
+    stages: List[StageConfig] = field(default_factory=lambda: [default_stage()])  # the curriculum
+    pool: PoolConfig = field(default_factory=PoolConfig)  # frozen snapshots to play against
+    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)  # baselines and shaping
+    objectives: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "reinforce"}])  # one
+    #   RL objective (reinforce | ppo | grpo, with its options) plus optional auxiliary objectives
+    #   with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the
+    #   played transcripts); the loss is their weighted sum
+    ppo_epochs: int = 1  # passes over the collected turns per update
+    minibatches: int = 1  # optimizer steps per pass (the turns are shuffled and split)
+    micro_batch_turns: int = 256  # turns per forward/backward (gradient accumulation above it)
+    lr: float = 1e-4  # peak learning rate (optimizer.* gives betas, eps, weight decay, muon)
+    lr_schedule: str = "constant"  # constant | cosine | linear | wsd over the run's optimizer steps
+    warmup_updates: int = 0  # linear warmup, in optimizer steps
+    min_lr_ratio: float = 0.1  # final lr / peak lr for decaying schedules
+    grad_clip: float = 1.0  # clip the global gradient norm (0 = off)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # matches, optimal-move rate, ratings
+
+
+def _positive(name: str, value) -> None:
+    if value <= 0:
+        raise UserError(f"config key 'selfplay.{name}' must be > 0, got {value}")
+
+
+def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
+    """Value checks the types cannot express; raises a one-line `UserError`."""
+    from stlm_selfplay.envs import GAMES, list_players
+    from stlm_selfplay.objectives import build_objectives
+
+    for name in ("updates", "games_per_update", "ppo_epochs", "minibatches", "micro_batch_turns", "lr"):
+        _positive(name, getattr(cfg, name))
+    _positive("pool.snapshot_every", cfg.pool.snapshot_every)
+    _positive("pool.max_size", cfg.pool.max_size)
+    _positive("advantages.group_size", cfg.advantages.group_size)
+    if cfg.games_per_update % (world_size * cfg.advantages.group_size):
+        raise UserError(f"selfplay.games_per_update={cfg.games_per_update} must be divisible by processes x "
+                        f"advantages.group_size = {world_size * cfg.advantages.group_size}")
+    if cfg.pool.sampling not in POOL_SAMPLING:
+        raise unknown_name("selfplay.pool.sampling", cfg.pool.sampling, POOL_SAMPLING)
+    if cfg.lr_schedule not in ("constant", "cosine", "linear", "wsd"):
+        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, ("constant", "cosine", "linear", "wsd"))
+    if cfg.eval.episodes < 0 or cfg.eval.every < 0:
+        raise UserError("selfplay.eval.episodes and selfplay.eval.every must be >= 0")
+    if cfg.eval.mode and cfg.eval.mode not in ACTION_MODES:
+        raise unknown_name("selfplay.eval.mode", cfg.eval.mode, ACTION_MODES)
+    if not cfg.stages:
+        raise UserError("selfplay.stages is empty; give at least one stage, e.g. [{games: {tictactoe: 1.0}}]")
+    for i, stage in enumerate(cfg.stages):
+        where = f"selfplay.stages[{i}]"
+        if stage.mode not in ACTION_MODES:
+            raise unknown_name(f"{where}.mode", stage.mode, ACTION_MODES)
+        if not stage.games or sum(stage.games.values()) <= 0:
+            raise UserError(f"{where}.games needs at least one game with a positive weight, e.g. {{tictactoe: 1.0}}")
+        if not stage.opponents or sum(stage.opponents.values()) <= 0:
+            raise UserError(f"{where}.opponents needs a positive weight, e.g. {{self: 0.5, random: 0.5}}")
+        for game in stage.games:
+            if game not in GAMES:
+                raise unknown_name(f"game in {where}.games", game, GAMES)
+            bots = list_players(game)
+            for opponent in stage.opponents:
+                if opponent not in SPECIAL_OPPONENTS and opponent.partition(":")[0] not in bots:
+                    raise UserError(f"{where}.opponents: '{opponent}' is neither self, pool nor a {game} bot"
+                                    f"{closest(opponent, SPECIAL_OPPONENTS + tuple(bots))}; valid: "
+                                    f"{', '.join(SPECIAL_OPPONENTS + tuple(bots))}")
+        if any(w < 0 for w in list(stage.games.values()) + list(stage.opponents.values())):
+            raise UserError(f"{where}: game and opponent weights must be >= 0")
+        if stage.until_metric and i == len(cfg.stages) - 1:
+            raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
+    objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
+    rl = [o.name for o in objectives.objectives if o.name in RL_OBJECTIVES]
+    if len(rl) != 1:
+        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(RL_OBJECTIVES)}), got {rl or 'none'}")
+    if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
+                        "set selfplay.advantages.group_size >= 2")
+    from stlm_selfplay.selfplay.advantages import build_estimator
+
+    build_estimator(cfg.advantages.estimator, cfg.advantages.options)
+
+
+def load_run_config(path, overrides=()):
+    """The root config of a self-play run (YAML + `key=value` overrides), its `selfplay` section
+    parsed by `SelfPlayConfig`.
+
+    Once `RootConfig.selfplay` is declared as this `SelfPlayConfig`, this is `load_config`. Until
+    then the section is split off, parsed here (same one-line errors) and set on the root config.
+    """
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from stlm_selfplay import config as root
+
+    if isinstance(root.RootConfig().selfplay, SelfPlayConfig):
+        return root.load_config(path, overrides)
+    node = OmegaConf.create({})
+    if path is not None and Path(path).is_file():
+        try:
+            node = OmegaConf.load(path)
+        except Exception as err:
+            raise UserError(f"cannot parse config file '{path}': {str(err).splitlines()[0]}") from None
+    section = node.pop("selfplay", None) or {}
+    mine = [o[len("selfplay."):] for o in overrides if o.startswith("selfplay.")]
+    with tempfile.TemporaryDirectory() as tmp:
+        rest = None
+        if path is not None:
+            rest = Path(tmp) / Path(path).name
+            rest.write_text(OmegaConf.to_yaml(node))
+        cfg = root.load_config(rest if path is None or Path(path).is_file() else path,
+                               [o for o in overrides if not o.startswith("selfplay.")])
+    schema = OmegaConf.structured(SelfPlayConfig)
+    try:
+        merged = OmegaConf.merge(schema, section, OmegaConf.from_dotlist(mine))
+        sp = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", None) or getattr(err, "key", None) or "?")
+        valid = [f.name for f in dataclasses.fields(SelfPlayConfig)]
+        hint = "" if key.split(".")[0] in valid else closest(key.split(".")[0], valid)
+        raise UserError(f"bad config key or value 'selfplay.{key}': {str(err).splitlines()[0]}{hint}") from None
+    return dataclasses.replace(cfg, selfplay=sp)

@@ -1,0 +1,438 @@
+"""The self-play loop: `selfplay(cfg)` improves a model by playing text games (CleanRL style).
+
+Per update u (every rank in lockstep; rank r plays games_per_update / world_size games):
+
+    specs    = plan_games(stage, ...)                   opponents from the mix: self, pool, bots
+    episodes = play(specs, policies, gen)               batched model calls (constrained / free)
+    r_t      = payoff - illegal_penalty * [illegal]     learner turns only
+    A_t      = estimator(turns); finalize (drop zero); normalize with all-reduced mean/std
+    for epoch in ppo_epochs: for minibatch in shuffled split of the turns into `minibatches`:
+        micro-steps of <= micro_batch_turns turns (the same count on every rank: empty ones
+        backpropagate a zero loss); each scaled by n_micro / (n_minibatch / world_size) so the
+        gradient is the mean over the minibatch's turns on all ranks ("dapo": num_items instead)
+        + auxiliary objectives (weights from the config) on this rank's played transcripts
+        clip the gradient norm; optimizer step
+    every pool.snapshot_every: snapshot;  stage ends by until_update / until_metric;
+    every eval.every: matches vs bots by seat, optimal-move rate, exploitability, ratings;
+    every run.checkpoint_every (and at the end, and on SIGINT/SIGTERM): a checkpoint.
+
+A run resumes exactly from its last checkpoint (same games, same parameters): the checkpoint
+holds the learner, optimizer, pool, advantage baselines, curriculum stage, ratings results and
+every RNG (game seeds are pure functions of (run.seed, update, rank, game)). The learner stays
+in eval mode (no dropout) so training forwards see what sampling saw. Test-only fault hook:
+`STLM_FAULT_SELFPLAY_UPDATE=k` ends the process with os._exit(17) right after update k.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from stlm_selfplay.config import RootConfig, ScheduleConfig, build_model_config, run_dir as run_dir_of_config
+from stlm_selfplay.envs.base import derive_seed
+from stlm_selfplay.errors import UserError
+from stlm_selfplay.objectives import build_objectives
+from stlm_selfplay.objectives.registry import ObjectiveSet
+from stlm_selfplay.objectives.rl import policy_logprobs
+from stlm_selfplay.runs import load_model
+from stlm_selfplay.selfplay import ratings as R
+from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, shaped_reward
+from stlm_selfplay.selfplay.batch import _pack, turns_to_batch
+from stlm_selfplay.selfplay.config import RL_OBJECTIVES, SelfPlayConfig, check_selfplay
+from stlm_selfplay.selfplay.evaluate import SCORE, evaluate_model, kuhn_metrics, kuhn_table, match_results
+from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
+from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
+from stlm_selfplay.selfplay.rollout import play
+from stlm_selfplay.train import distributed as D
+from stlm_selfplay.train.checkpoint import (capture_rng_state, load_model_weights, load_trainer_state,
+                                            restore_rng_state, save_checkpoint)
+from stlm_selfplay.train.metrics import MetricsLogger, progress_bar, summary_table, truncate_metrics
+from stlm_selfplay.train.optim import build_optimizer, lr_factor, set_lr
+from stlm_selfplay.train.pretrain import resume_checkpoint
+from stlm_selfplay.train.signals import install_stop_handlers
+
+FAULT_ENV = "STLM_FAULT_SELFPLAY_UPDATE"
+RATINGS_FILE = "ratings.jsonl"
+
+
+def initial_model(cfg: RootConfig, device: torch.device, resume_from: Path | None):
+    """The learner: from the checkpoint being resumed, else `selfplay.init_from` (a pretrain run,
+    checkpoint or HF folder), else a fresh `model.*` (init seeded by run.seed, global RNG untouched)."""
+    if resume_from is not None or cfg.selfplay.init_from:
+        model = load_model(resume_from if resume_from is not None else cfg.selfplay.init_from)
+    else:
+        from stlm_selfplay.model import STLMForCausalLM
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.run.seed)
+            model = STLMForCausalLM(build_model_config(cfg.model))
+    return model.to(device).eval()
+
+
+def split_objectives(specs) -> tuple[torch.nn.Module, ObjectiveSet | None]:
+    """(the RL objective, the auxiliary objectives with their weights or None)."""
+    pairs = list(zip(build_objectives(specs).objectives, build_objectives(specs).weights))
+    rl = [o for o, _ in pairs if o.name in RL_OBJECTIVES][0]
+    aux = [(o, w) for o, w in pairs if o.name not in RL_OBJECTIVES]
+    return rl, ObjectiveSet(aux) if aux else None
+
+
+def global_normalize(adv: np.ndarray, keep: np.ndarray, device: torch.device, eps: float = 1e-8) -> np.ndarray:
+    """A <- (A - mean) / (std + eps) over the kept turns of ALL ranks (finalize's rule, all-reduced)."""
+    kept = adv[keep].astype(np.float64)
+    sums = D.all_reduce_sum(torch.tensor([kept.sum(), (kept ** 2).sum(), len(kept)], dtype=torch.float64, device=device))
+    total, squares, n = (float(x) for x in sums)
+    if n == 0:
+        return adv
+    mean = total / n
+    std = math.sqrt(max(squares / n - mean * mean, 0.0))
+    out = adv.astype(np.float64).copy()
+    out[keep] = (kept - mean) / (std + eps)
+    return out.astype(np.float32)
+
+
+def transcript_batch(episodes, max_len: int):
+    """Auxiliary-objective batch: each played game as its transcript bytes (prompt + action per
+    line), right-padded, every byte a target (the last `max_len` bytes of long games)."""
+    from stlm_selfplay.objectives import Batch
+
+    rows = [(b"", b"".join(p + a + b"\n" for _, p, a in e.transcript)[-max_len:]) for e in episodes]
+    ids, attn, loss = _pack(rows)
+    return Batch(ids, attention_mask=attn, loss_mask=attn.float())
+
+
+def learner_scores(episodes) -> dict[str, tuple[float, int]]:
+    """{opponent: (learner's summed score, games)} over games with exactly one learner seat."""
+    out: dict[str, list[float]] = {}
+    for ep in episodes:
+        seats = [s for s, name in enumerate(ep.spec.seats) if name == LEARNER]
+        if len(seats) == 1:
+            other = next(n for n in ep.spec.seats if n != LEARNER)
+            out.setdefault(other, []).append(SCORE[ep.outcome[seats[0]]])
+    return {k: (sum(v), len(v)) for k, v in out.items()}
+
+
+def merge_scores(per_rank: list[dict]) -> dict[str, tuple[float, int]]:
+    merged: dict[str, tuple[float, int]] = {}
+    for scores in per_rank:
+        for k, (s, n) in scores.items():
+            a, b = merged.get(k, (0.0, 0))
+            merged[k] = (a + s, b + n)
+    return merged
+
+
+def games_digest(episodes) -> str:
+    """A short hash of every move of every game (equal digests = the same games were played)."""
+    h = hashlib.sha1()
+    for ep in episodes:
+        h.update(repr((ep.spec.game, ep.spec.seed, list(ep.spec.seats), ep.transcript, ep.rewards)).encode())
+    return h.hexdigest()[:16]
+
+
+def selfplay(cfg: RootConfig, max_updates: int | None = None) -> dict:
+    """Run (or resume) self-play per `cfg.selfplay`; returns the summary. torchrun for DDP.
+
+    `max_updates` stops this call after that many updates (with a checkpoint); the next call resumes."""
+    device = D.select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = D.init_distributed(device)
+    try:
+        return _selfplay(cfg, device, dist, max_updates)
+    finally:
+        D.shutdown_distributed(dist)
+
+
+def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updates: int | None) -> dict:
+    sp: SelfPlayConfig = cfg.selfplay
+    if not isinstance(sp, SelfPlayConfig):
+        raise UserError("the config has no self-play section; load it with stlm_selfplay.selfplay.config.load_run_config")
+    check_selfplay(sp, dist.world_size)
+    # -- everything the user can get wrong is checked before the run folder is written
+    run_dir = run_dir_of_config(cfg)
+    resume_from = resume_checkpoint(cfg, run_dir)
+    model = initial_model(cfg, device, resume_from)
+    rl_objective, aux_objectives = split_objectives(sp.objectives)
+    rl_objective.to(device)
+    beta = getattr(rl_objective.options, "beta", 0.0)
+    reference = None
+    optimizer = build_optimizer(model, dataclasses.replace(cfg.optimizer, lr=sp.lr), device)
+    steps_per_update = sp.ppo_epochs * sp.minibatches
+    schedule = ScheduleConfig(steps=sp.updates * steps_per_update, kind=sp.lr_schedule,
+                              warmup_steps=sp.warmup_updates, min_lr_ratio=sp.min_lr_ratio)
+    estimator = build_estimator(sp.advantages.estimator, sp.advantages.options)
+    pool = Pool(sp.pool)
+    seed, rank, world = cfg.run.seed, dist.rank, dist.world_size
+    gen = RolloutRandom(derive_seed(seed, "rollout", rank))  # model sampling and bots
+    opponent_rng = random.Random(derive_seed(seed, "opponents", rank))  # opponent mix and pool draws
+    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle", rank))  # minibatch order
+    eval_games = sp.eval.games or list(dict.fromkeys(g for s in sp.stages for g in s.games))
+    update, stage_index, last_eval = 0, 0, {}
+    rating_results: list = []  # (game, a, b, score of a) from every evaluation so far
+    kuhn_tables: list = []  # the learner's Kuhn policy table at each snapshot (average policy)
+    if resume_from is not None:
+        state = load_trainer_state(resume_from)
+        if state.get("games_per_update") != sp.games_per_update or state.get("world_size") != world:
+            raise UserError(f"checkpoint '{resume_from}' was made with games_per_update={state.get('games_per_update')} "
+                            f"on {state.get('world_size')} process(es); resume with the same values")
+        optimizer.load_state_dict(state["optimizer"])
+        pool.load_state_dict(state["pool"], model)
+        update, stage_index, last_eval = state["update"], state["stage"], state["last_eval"]
+        rating_results, kuhn_tables = [tuple(r) for r in state["ratings"]], state["kuhn_tables"]
+        mine = state["ranks"][rank]
+        restore_rng_state(mine["rng"], {"rollout": gen.torch, "shuffle": shuffle})
+        gen.py.setstate(mine["rollout_py"])
+        opponent_rng.setstate(mine["opponents"])
+        estimator.load_state_dict(mine["advantages"])
+        if state.get("reference") is not None:
+            reference = pool_model_copy(model, state["reference"])
+    else:
+        pool.add(model, 0)
+    if beta != 0.0 and reference is None:
+        reference = pool_model_copy(model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    end_update = sp.updates if max_updates is None else min(sp.updates, update + max_updates)
+
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        from stlm_selfplay.config import write_text_atomic
+
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
+        if resume_from is not None:
+            truncate_metrics(run_dir / RATINGS_FILE, update)
+    logger = MetricsLogger(run_dir, cfg.logging, dataclasses.asdict(cfg), active=dist.is_main,
+                           resume_step=update if resume_from is not None else None)
+    train_model: torch.nn.Module = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if dist.is_main:
+        where = f"resuming from {resume_from}" if resume_from is not None else f"from {sp.init_from or 'a fresh model'}"
+        print(f"selfplay {run_dir}: {model.num_parameters():,} parameters, {sp.games_per_update} games per update, "
+              f"{world} process(es) on {device}; {where}")
+
+    def evaluate(update: int) -> dict:
+        """Rank 0 evaluates; every rank gets the metrics (stage thresholds)."""
+        metrics: dict = {}
+        if dist.is_main:
+            metrics = run_evaluation(model, cfg, eval_games, update, pool, rating_results, kuhn_tables, run_dir,
+                                     sp.stages[stage_index].mode)
+            logger.log(update, "eval", metrics)
+            shown = {k: v for k, v in metrics.items() if k.endswith(("/win_rate", "optimal_rate", "exploitability"))
+                     and "/seat" not in k}
+            bar.write(f"update {update}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+        return D.broadcast_object(metrics)
+
+    def checkpoint(update: int) -> None:
+        ranks = D.all_gather_objects({"rng": capture_rng_state({"rollout": gen.torch, "shuffle": shuffle}),
+                                      "rollout_py": gen.py.getstate(), "opponents": opponent_rng.getstate(),
+                                      "advantages": estimator.state_dict()})
+        if dist.is_main:
+            state = {"update": update, "stage": stage_index, "optimizer": optimizer.state_dict(), "ranks": ranks,
+                     "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "kuhn_tables": kuhn_tables,
+                     "last_eval": {k: v for k, v in last_eval.items() if isinstance(v, (int, float))},
+                     "games_per_update": sp.games_per_update, "world_size": world,
+                     "reference": None if reference is None else {k: v.detach().cpu().clone()
+                                                                  for k, v in reference.state_dict().items()}}
+            save_checkpoint(run_dir, update, model, state, cfg.run.keep_last)
+        D.barrier()
+
+    stop = install_stop_handlers()
+    bar = progress_bar(sp.updates, update, dist.is_main and cfg.logging.progress)
+    fault = int(os.environ.get(FAULT_ENV, "0") or 0)
+    local_games = sp.games_per_update // world
+    started_update, run_started = update, time.perf_counter()
+    last_train: dict = {}
+    try:
+        if update == 0 and resume_from is None and end_update > 0:
+            last_eval = evaluate(0)
+        while update < end_update:
+            t0 = time.perf_counter()
+            stage = sp.stages[stage_index]
+            # -- 1. rollouts
+            specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
+            policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes)
+            with torch.no_grad():
+                episodes = play(specs, policies, gen)
+            turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]
+            rollout_s = time.perf_counter() - t0
+            # -- 2. advantages (learner turns only)
+            reward = shaped_reward([t.payoff for t in turns], [not t.legal for t in turns], sp.advantages.illegal_penalty)
+            episode_ids = np.array([t.episode for t in turns], dtype=np.int64)
+            adv = estimator(Turns(reward, [t.game for t in turns], np.array([t.seat for t in turns], dtype=np.int64),
+                                  episode_ids, episode_ids // sp.advantages.group_size))
+            adv, keep = finalize(adv, normalize=False, drop_zero=sp.advantages.drop_zero)
+            if sp.advantages.normalize:
+                adv = global_normalize(adv, keep, device)
+            kept = np.flatnonzero(keep)
+            # -- 3. optimize: ppo_epochs x minibatches optimizer steps of accumulated micro-steps
+            sums: dict[str, float] = {}
+            step = update * steps_per_update  # optimizer steps so far (the lr schedule's clock)
+            for epoch in range(sp.ppo_epochs):
+                order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
+                for minibatch in np.array_split(order, sp.minibatches):
+                    set_lr(optimizer, lr_factor(step, schedule))
+                    n_global = float(D.all_reduce_sum(torch.tensor([len(minibatch)], dtype=torch.float64, device=device))[0])
+                    n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
+                    micro_steps = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
+                    if aux_objectives is not None:
+                        micro_steps = ["aux"] + micro_steps
+                    for k, part in enumerate(micro_steps):
+                        last = k == len(micro_steps) - 1
+                        sync = train_model.no_sync() if dist.enabled and not last else contextlib.nullcontext()
+                        with sync:
+                            if isinstance(part, str):  # auxiliary objectives on this rank's transcripts
+                                batch = transcript_batch(episodes, model.config.max_seq_len)
+                                out = aux_objectives(train_model(batch.input_ids.to(device),
+                                                                 attention_mask=batch.attention_mask.to(device)), batch)
+                                loss, prefix = out.loss, "aux/"
+                            elif len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
+                                ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
+                                loss, out, prefix = train_model(ids).logits.sum() * 0.0, None, ""
+                            else:
+                                part_turns = [turns[i] for i in part]
+                                batch = turns_to_batch(part_turns, torch.as_tensor(adv[part]), stage.temperature,
+                                                       step=step, total_steps=schedule.steps)
+                                if getattr(rl_objective.options, "loss_type", "") == "dapo":
+                                    batch.extras["num_items"] = n_global / world  # turns (constrained) ...
+                                    if batch.extras.get("groups") is None:  # ... or action bytes (free)
+                                        batch.extras["num_items"] = float(D.all_reduce_sum(torch.tensor(
+                                            [sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64,
+                                            device=device))[0]) / world
+                                    scale = 1.0
+                                else:
+                                    scale = len(part) / (n_global / world)
+                                ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
+                                if reference is not None:
+                                    with torch.no_grad():
+                                        batch.ref_logprobs = policy_logprobs(reference(ids, attention_mask=attn), batch)[0]
+                                out = rl_objective(train_model(ids, attention_mask=attn), batch)
+                                loss, prefix = out.loss * scale, f"{rl_objective.name}/"
+                            loss.backward()
+                        if out is not None:
+                            for name, value in out.metrics.items():
+                                sums[prefix + name] = sums.get(prefix + name, 0.0) + value
+                                sums["_n/" + prefix + name] = sums.get("_n/" + prefix + name, 0.0) + 1
+                    if sp.grad_clip > 0:
+                        sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), sp.grad_clip))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+            update += 1
+            # -- 4. pool, metrics, curriculum, evaluation, checkpoint
+            scores = merge_scores(D.all_gather_objects(learner_scores(episodes)))
+            pool.record({k: v for k, v in scores.items() if k.startswith(POOL_PREFIX)})
+            if update % sp.pool.snapshot_every == 0:
+                pool.add(model, update)
+                if "kuhn_poker" in eval_games and sp.eval.exploitability:
+                    kuhn_tables.append(kuhn_table(model))
+            elapsed = time.perf_counter() - t0
+            metrics = {k: v / sums["_n/" + k] for k, v in sums.items() if "_n/" + k in sums}
+            metrics.update(update_metrics(episodes, turns, reward, adv, keep, scores, world, device))
+            metrics.update(stage=stage_index, lr=optimizer.param_groups[0]["lr"], grad_norm=sums.get("grad_norm", 0.0),
+                           games_per_s=sp.games_per_update / elapsed, rollout_s=rollout_s, update_s=elapsed,
+                           pool_size=len(pool.snapshots), games_digest=games_digest(episodes))
+            logger.log(update, "train", metrics)
+            last_train = metrics
+            bar.update(1)
+            bar.set_postfix(games_s=f"{metrics['games_per_s']:.1f}", loss=f"{metrics.get(rl_objective.name + '/loss', 0):.3f}",
+                            **{k[4:]: f"{v:.2f}" for k, v in metrics.items() if k.startswith("win/")})
+            stopping = D.any_rank(stop.requested, device)
+            finished = update == end_update or stopping
+            if (sp.eval.every and update % sp.eval.every == 0) or (update == sp.updates):
+                last_eval = evaluate(update)
+            if stage_index < len(sp.stages) - 1 and stage_done(sp.stages[stage_index], update, last_eval):
+                stage_index += 1
+                if dist.is_main:
+                    bar.write(f"update {update}: curriculum stage {stage_index} begins")
+            if update % cfg.run.checkpoint_every == 0 or finished:
+                checkpoint(update)
+            if fault and update == fault:
+                os._exit(17)
+            if stopping:
+                if dist.is_main:
+                    bar.write(f"stopped by {stop.signal_name or 'a signal'} at update {update}; checkpoint saved, "
+                              "run the same command again to resume")
+                break
+    finally:
+        stop.restore()
+        bar.close()
+        logger.close()
+
+    elapsed = time.perf_counter() - run_started
+    summary = {"run": str(run_dir), "update": update, "of_updates": sp.updates,
+               "games_per_s": sp.games_per_update * (update - started_update) / elapsed if elapsed else 0.0,
+               "stopped_by_signal": stop.requested, "loss": last_train.get(f"{rl_objective.name}/loss", float("nan"))}
+    summary.update({k: v for k, v in last_eval.items() if k.endswith(("/win_rate", "optimal_rate", "exploitability"))
+                    and "/seat" not in k})
+    if dist.is_main:
+        print(summary_table(summary))
+    return summary
+
+
+def pool_model_copy(template: torch.nn.Module, tensors: dict) -> torch.nn.Module:
+    """A frozen copy of `template` holding `tensors` (the KL reference policy)."""
+    import copy
+
+    model = copy.deepcopy(template).eval().requires_grad_(False)
+    model.load_state_dict(tensors)
+    return model
+
+
+def stage_done(stage, update: int, last_eval: dict) -> bool:
+    """A stage ends after `until_update` updates, or when its eval metric reaches `until_value`."""
+    if stage.until_update and update >= stage.until_update:
+        return True
+    return bool(stage.until_metric) and last_eval.get(stage.until_metric, float("-inf")) >= stage.until_value
+
+
+def update_metrics(episodes, turns, reward, adv, keep, scores, world: int, device) -> dict[str, float]:
+    """Per-update training metrics summed over ranks: games, turns, illegal rate, mean reward,
+    the learner's score (win 1, draw 1/2) against each kind of opponent."""
+    local = torch.tensor([len(episodes), len(turns), sum(not t.legal for t in turns), float(np.sum(reward)),
+                          float(keep.sum()), float(np.abs(adv[keep]).sum())], dtype=torch.float64, device=device)
+    games, n_turns, illegal, reward_sum, kept, adv_abs = (float(x) for x in D.all_reduce_sum(local))
+    out = {"games": games, "turns": n_turns, "illegal_rate": illegal / max(n_turns, 1),
+           "reward_mean": reward_sum / max(n_turns, 1), "turns_trained": kept, "adv_abs_mean": adv_abs / max(kept, 1)}
+    by_kind: dict[str, list[float]] = {}
+    for name, (total, n) in scores.items():
+        kind = "pool" if name.startswith(POOL_PREFIX) else name.partition("/")[2]
+        a, b = by_kind.get(kind, [0.0, 0])
+        by_kind[kind] = [a + total, b + n]
+    out.update({f"win/{kind}": total / n for kind, (total, n) in by_kind.items()})
+    return out
+
+
+def run_evaluation(model, cfg: RootConfig, games: list[str], update: int, pool: Pool, rating_results: list,
+                   kuhn_tables: list, run_dir: Path, stage_mode: str) -> dict:
+    """Matches vs bots by seat, optimal-move rate, exploitability and ratings (rank 0)."""
+    ev = cfg.selfplay.eval
+    mode = ev.mode or stage_mode
+    name = f"step_{update}"
+    seed = derive_seed(cfg.run.seed, "eval")  # the same games at every evaluation: paired comparisons
+    started = time.perf_counter()
+    metrics, results = evaluate_model(model, games, ev.bots, ev.episodes, seed, mode, ev.temperature, ev.optimal_rate,
+                                      name=name)
+    if "kuhn_poker" in games and ev.exploitability:
+        metrics.update(kuhn_metrics(model, kuhn_tables)[0])
+    if ev.ratings and results:
+        rating_results.extend((g, a, b, s) for g, (a, b, s) in results)
+        player = ModelPolicy(model, name=name, mode=mode, temperature=ev.temperature)
+        for game in dict.fromkeys(g for g, _ in results):
+            opponents = {s.name[len(POOL_PREFIX):]: ModelPolicy(s.model, name=s.name, mode=mode, temperature=ev.temperature)
+                         for s in pool.snapshots if s.update != update}
+            if opponents and ev.pool_episodes:
+                res = match_results(player, game, opponents, ev.pool_episodes, seed, name=name)
+                rating_results.extend((game, *r) for o in opponents for r in res[o]["results"])
+            rows = R.rating_rows([(a, b, s) for g, a, b, s in rating_results if g == game], update,
+                                 n_boot=ev.rating_bootstrap, seed=seed)
+            R.append_rows(run_dir / RATINGS_FILE, [{**row, "game": game} for row in rows])
+            metrics[f"{game}/elo"] = next(r["elo"] for r in rows if r["player"] == name)
+    metrics["eval_s"] = time.perf_counter() - started
+    return metrics
