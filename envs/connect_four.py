@@ -8,8 +8,6 @@ negamax (alpha-beta to `depth` plies over a window-count evaluation, random amon
 
 from __future__ import annotations
 
-import random
-
 from stlm_selfplay.envs.lines import LineGame, completes_line, line_table
 from stlm_selfplay.envs.players import Player, uniform
 from stlm_selfplay.envs.registry import register_game, register_player
@@ -129,10 +127,6 @@ class NegamaxPlayer(Player):
         scores = self.scores(game)
         top = max(scores.values())
         return uniform([a for a, s in scores.items() if s == top])
-
-    def act(self, game: ConnectFour, rng: random.Random) -> str:
-        best = list(self.policy(game))
-        return best[rng.randrange(len(best))]
 
 
 def _evaluate(g: ConnectFour, mark: str) -> float:
