@@ -32,6 +32,8 @@ class RunConfig:
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | float32 | bfloat16
     compile: bool = False  # wrap the model in torch.compile (faster on GPU, slow to start)
+    cpu_threads: int = 0  # torch intra-op CPU threads while training (0 = torch's default); 1 is
+    #                       much faster on a machine shared with other jobs
     resume: str = "auto"  # auto: continue from the run's latest complete checkpoint if any;
     #                       never: start fresh (refused if the run folder has checkpoints);
     #                       <path>: continue from this checkpoint folder
@@ -59,7 +61,7 @@ class DataConfig:
     streaming: bool = True  # stream instead of downloading the whole dataset (source: hf)
     # -- games: transcripts from the envs' scripted players
     games: Dict[str, float] = field(default_factory=dict)  # game name -> sampling weight
-    players: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted players
+    players: List[str] = field(default_factory=lambda: ["random", "random"])  # scripted players, one per seat
     episodes: int = 1000  # number of transcripts to generate (source: games)
     game_style: str = "compact"  # transcript style: compact | verbose (source: games)
     seed: int = 0  # seed of generated corpora (games); separate from run.seed so the cache is shared
@@ -147,7 +149,7 @@ POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch
             "logging.val_batch_size", "data.shard_tokens")
 NON_NEGATIVE = ("schedule.warmup_steps", "optimizer.lr", "optimizer.weight_decay", "optimizer.grad_clip",
                 "data.max_documents", "data.max_bytes", "data.val_max_sequences", "data.prefetch",
-                "logging.sample_bytes", "data.episodes")
+                "logging.sample_bytes", "data.episodes", "run.cpu_threads")
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:

@@ -36,7 +36,7 @@ def text_file(folder: Path, size: int = 40_000) -> Path:
 
 
 def tiny_overrides(data: Path, name: str, steps: int = 8, **extra) -> list[str]:
-    values = {"run.name": name, "run.device": "cpu", "run.checkpoint_every": 4, "run.keep_last": 5,
+    values = {"run.name": name, "run.device": "cpu", "run.cpu_threads": 1, "run.checkpoint_every": 4, "run.keep_last": 5,
               "data.path": str(data), "data.cache_dir": str(Path(data).parent / "cache"), "data.seq_len": 32,
               "data.batch_size": 4, "data.val_fraction": 0.1, "data.val_max_sequences": 16,
               "schedule.steps": steps, "schedule.warmup_steps": 2, "logging.log_every": 1,

@@ -161,3 +161,19 @@ def test_two_ranks_see_exactly_one_double_batch(tmp_path):
         stream.close()
     with pytest.raises(UserError, match="fewer than one global batch"):
         BatchStream(seqs, 1000, seed=1, prefetch=0)
+
+
+def test_games_source_packs_the_envs_transcripts(tmp_path):
+    from stlm_selfplay.envs.transcripts import generate_transcripts
+
+    cfg = data_cfg(tmp_path, source="games", games={"tictactoe": 1.0, "nim": 1.0}, players=["random", "random"],
+                   episodes=30, seed=4, split="hash", val_fraction=0.2)
+    folder = prepare_data(cfg)
+    stream = np.concatenate([split_ids(folder, "train"), split_ids(folder, "val")])
+    assert (stream == EOS_ID).sum() == 30  # one document per game
+    expected = sorted(generate_transcripts({"tictactoe": 1.0, "nim": 1.0}, ["random", "random"], 30, 4))
+    got = sorted(bytes(p[:-1].astype(np.uint8)).decode() for p in np.split(stream, np.where(stream == EOS_ID)[0] + 1)[:-1])
+    assert got == expected
+    assert cache_folder(DataConfig(**{**cfg.__dict__, "seed": 5})) != folder  # another seed, other games
+    with pytest.raises(UserError, match="data.games is empty"):
+        prepare_data(data_cfg(tmp_path, source="games"))

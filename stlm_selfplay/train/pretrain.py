@@ -80,9 +80,13 @@ def pretrain(cfg: RootConfig, max_steps: int | None = None) -> dict:
     """
     device = D.select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = D.init_distributed(device)
+    threads = torch.get_num_threads()
+    if cfg.run.cpu_threads:
+        torch.set_num_threads(cfg.run.cpu_threads)
     try:
         return _pretrain(cfg, device, dist, max_steps)
     finally:
+        torch.set_num_threads(threads)
         D.shutdown_distributed(dist)
 
 
