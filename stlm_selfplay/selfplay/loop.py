@@ -232,11 +232,11 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     def checkpoint(update: int) -> None:
         ranks = D.all_gather_objects({"rng": capture_rng_state({"rollout": gen.torch, "shuffle": shuffle}),
                                       "rollout_py": gen.py.getstate(), "opponents": opponent_rng.getstate(),
-                                      "advantages": estimator.state_dict()})
+                                      "advantages": plain(estimator.state_dict())})
         if dist.is_main:
             state = {"update": update, "stage": stage_index, "optimizer": optimizer.state_dict(), "ranks": ranks,
                      "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "kuhn_tables": kuhn_tables,
-                     "last_eval": {k: v for k, v in last_eval.items() if isinstance(v, (int, float))},
+                     "last_eval": {k: float(v) for k, v in last_eval.items() if isinstance(v, (int, float))},
                      "games_per_update": sp.games_per_update, "world_size": world,
                      "reference": None if reference is None else {k: v.detach().cpu().clone()
                                                                   for k, v in reference.state_dict().items()}}
@@ -374,6 +374,15 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     if dist.is_main:
         print(summary_table(summary))
     return summary
+
+
+def plain(obj):
+    """`obj` with numpy scalars as Python numbers (checkpoints load with weights_only=True)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def pool_model_copy(template: torch.nn.Module, tensors: dict) -> torch.nn.Module:
