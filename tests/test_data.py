@@ -177,3 +177,24 @@ def test_games_source_packs_the_envs_transcripts(tmp_path):
     assert cache_folder(DataConfig(**{**cfg.__dict__, "seed": 5})) != folder  # another seed, other games
     with pytest.raises(UserError, match="data.games is empty"):
         prepare_data(data_cfg(tmp_path, source="games"))
+
+
+def test_hf_source_calls_load_dataset_with_the_configured_names(tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        return iter([{"story": "once upon"}, {"story": "a time"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = data_cfg(tmp_path, source="hf", hf_name="org/stories", hf_config="", hf_split="validation",
+                   text_field="story", val_fraction=0.0)
+    folder = prepare_data(cfg)
+    assert calls == [("org/stories", None, "validation", True)]
+    assert [int(x) for x in split_ids(folder, "train")] == [*b"once upon", EOS_ID, *b"a time", EOS_ID]
+    with pytest.raises(UserError, match="no field 'text'"):
+        prepare_data(data_cfg(tmp_path, source="hf", hf_name="org/other"))
+    with pytest.raises(UserError, match="data.hf_name is empty"):
+        prepare_data(data_cfg(tmp_path, source="hf"))

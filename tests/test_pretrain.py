@@ -7,16 +7,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from _pretrain_helpers import final_weights, text_file, tiny_config, tiny_overrides, train_losses
 
 from stlm_selfplay.config import build_model_config
 from stlm_selfplay.data.cache import prepare_data
 from stlm_selfplay.data.loader import val_sequences
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.runs import list_checkpoints, load_model
-from stlm_selfplay.train.metrics import read_metrics
 from stlm_selfplay.train.evaluate import evaluate_bpb
+from stlm_selfplay.train.metrics import read_metrics
 from stlm_selfplay.train.pretrain import pretrain
 
 
@@ -69,3 +71,10 @@ def test_two_gloo_ranks_equal_one_process_with_double_batch(tmp_path):
     np.testing.assert_allclose([l for _, l in ddp], [l for _, l in single], rtol=0, atol=1e-5)
     a, b = final_weights(tmp_path / "runs/single"), final_weights(tmp_path / "runs/ddp")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_sequences_longer_than_the_model_context_are_a_user_error(tmp_path):
+    data = text_file(tmp_path)
+    with pytest.raises(UserError, match="data.seq_len=128 exceeds the model's max_seq_len=64"):
+        pretrain(tiny_config(data, "long", **{"data.seq_len": 128}))
+    assert not (tmp_path / "runs").exists()
