@@ -163,7 +163,8 @@ def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps
             metrics["sample"] = sample_text(model, cfg.logging.sample_prompt, cfg.logging.sample_bytes,
                                             cfg.logging.sample_temperature, cfg.run.seed + step)
         logger.log(step, "val", metrics)
-        bar.write(f"step {step}: val loss {metrics['loss']:.4f}, val bpb {metrics['bpb']:.4f}")
+        if dist.is_main:
+            bar.write(f"step {step}: val loss {metrics['loss']:.4f}, val bpb {metrics['bpb']:.4f}")
         return metrics
 
     def checkpoint(step: int, val_loss: float | None) -> None:
