@@ -62,3 +62,29 @@ def _same_eval(a, b) -> bool:
     """Eval rows equal except their wall-clock time."""
     strip = lambda rows: [{k: v for k, v in r.items() if k != "eval_s"} for r in rows]  # noqa: E731
     return strip(read_metrics(a / "metrics.jsonl", "eval")) == strip(read_metrics(b / "metrics.jsonl", "eval"))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_play_their_own_games(tmp_path, ttt_checkpoint):
+    """torchrun with 2 CPU processes (gloo): each rank plays half the games, every rank takes the
+    same number of micro-steps (one rank may have fewer turns), one checkpoint holds both ranks."""
+    import subprocess
+    import sys
+
+    from stlm_selfplay.train.checkpoint import load_trainer_state
+
+    (tmp_path / "none.yaml").write_text("{}\n")
+    args = selfplay_overrides(ttt_checkpoint, tmp_path, "ddp", updates=2, games_per_update=8, micro_batch_turns=4,
+                              advantages__normalize=True, eval__episodes=2)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "stlm_selfplay", "selfplay", "none.yaml", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    train = read_metrics(tmp_path / "ddp" / "metrics.jsonl", "train")
+    assert [r["step"] for r in train] == [1, 2] and all(r["games"] == 8 for r in train)
+    state = load_trainer_state(list_checkpoints(tmp_path / "ddp")[-1])
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert state["ranks"][0]["rollout_py"] != state["ranks"][1]["rollout_py"]  # each rank its own games
+    again = stlm("selfplay", "none.yaml", *args, "selfplay.updates=3")  # 1 process cannot resume a 2-process run
+    assert again.returncode == 2 and "process" in again.stderr
