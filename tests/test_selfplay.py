@@ -184,3 +184,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no/such/run" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_auxiliary_objective_kl_reference_and_curriculum(tmp_path):
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    stages = ("[{games: {tictactoe: 1.0}, opponents: {self: 1.0}, until_update: 1},"
+              " {games: {kuhn_poker: 1.0}, opponents: {random: 1.0}, temperature: 0.5}]")
+    cfg = load_run_config(None, TINY_MODEL + selfplay_overrides(
+        "", tmp_path, "aux", updates=2, games_per_update=4, stages=stages, eval__episodes=2, eval__games="[tictactoe]",
+        objectives="[{name: grpo, beta: 0.1}, {name: ce, weight: 0.5}]"))
+    selfplay(cfg)
+    train = read_metrics(tmp_path / "aux" / "metrics.jsonl", "train")
+    assert [r["stage"] for r in train] == [0, 1]  # until_update: 1 moves on to kuhn_poker after one update
+    for row in train:
+        assert row["aux/ce/loss"] > 0 and row["aux/ce/bpb"] > 0  # ce on the played transcripts
+        assert "grpo/kl" in row and row["grpo/kl"] >= 0  # k3 KL to the initial policy
+    assert train[0]["grpo/kl"] == pytest.approx(0.0, abs=1e-6)  # first update: still the reference
+    assert train[1]["grpo/kl"] > 0
