@@ -121,6 +121,17 @@ class SelfPlayConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """`stlm run`'s closing evaluation: the pretrained and the final model side by side."""
+
+    episodes: int = 400  # games per seat against each bot (0 = skip the matches)
+    bots: List[str] = field(default_factory=lambda: ["random", "minimax", "nash"])  # scripted
+    #   opponents; each game uses the ones it has (tictactoe: random, minimax; kuhn_poker: random, nash)
+    temperature: float = 0.0  # decoding of both models (0 = greedy: the most likely move)
+    sample_games: int = 1  # games per seat against each bot rendered as text in the report
+
+
+@dataclass
 class RootConfig:
     run: RunConfig = field(default_factory=RunConfig)  # identity, seed, device, resume
     model: ModelSection = field(default_factory=ModelSection)  # preset + overrides
@@ -132,6 +143,8 @@ class RootConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # metrics, wandb, eval, samples
     stages: List[str] = field(default_factory=lambda: ["pretrain"])  # what `stlm run` runs, in order
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)  # see the self-play issue
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # `stlm run`: pretrained
+    #   vs final model against the bots, then the report
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -149,7 +162,8 @@ POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch
             "logging.val_batch_size", "data.shard_tokens")
 NON_NEGATIVE = ("schedule.warmup_steps", "optimizer.lr", "optimizer.weight_decay", "optimizer.grad_clip",
                 "data.max_documents", "data.max_bytes", "data.val_max_sequences", "data.prefetch",
-                "logging.sample_bytes", "data.episodes", "run.cpu_threads")
+                "logging.sample_bytes", "data.episodes", "run.cpu_threads", "evaluation.episodes",
+                "evaluation.sample_games", "evaluation.temperature")
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
