@@ -35,18 +35,6 @@ SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
 OUTCOME_NAMES = {"wins": "win", "draws": "draw", "losses": "loss", "illegal": "illegal"}  # SeatRecord field -> metric
 
 
-def record(rec: SeatRecord, episode, seat: int) -> None:
-    """Add one finished episode to the record of the player in `seat`."""
-    rec.games += 1
-    outcome = episode.outcome[seat]
-    rec.wins += outcome == "win"
-    rec.draws += outcome == "draw"
-    rec.losses += outcome == "loss"
-    rec.illegal += episode.illegal[seat] > 0
-    rec.opponent_illegal += any(n > 0 for s, n in enumerate(episode.illegal) if s != seat)
-    rec.payoff += episode.rewards[seat]
-
-
 def bot_policies(game: str, bots: Sequence[str]) -> dict:
     """{bot: BotPolicy} of the scripted players of `game` named in `bots` (options as `name:k=v`)."""
     return {bot: BotPolicy(game, bot) for bot in bots}
@@ -72,7 +60,7 @@ def match_results(player, game: str, opponents: dict, episodes: int, seed: int, 
     episodes_out = play(specs, {key: player, **opponents}, RolloutRandom(derive_seed(seed, "eval-rollout", game)))
     out = {o: {"seats": [SeatRecord() for _ in range(players)], "length": 0.0, "results": []} for o in opponents}
     for (opponent, seat), ep in zip(keys, episodes_out):
-        record(out[opponent]["seats"][seat], ep, seat)
+        out[opponent]["seats"][seat].add(ep.outcome, ep.rewards, ep.illegal, seat)
         out[opponent]["length"] += ep.length / (players * episodes)
         out[opponent]["results"].append((name, opponent, SCORE[ep.outcome[seat]]))
     return out
