@@ -145,9 +145,13 @@ def selfplay(cfg: RootConfig, max_updates: int | None = None) -> dict:
     `max_updates` stops this call after that many updates (with a checkpoint); the next call resumes."""
     device = D.select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = D.init_distributed(device)
+    threads = torch.get_num_threads()
+    if cfg.run.cpu_threads:
+        torch.set_num_threads(cfg.run.cpu_threads)
     try:
         return _selfplay(cfg, device, dist, max_updates)
     finally:
+        torch.set_num_threads(threads)
         D.shutdown_distributed(dist)
 
 
@@ -278,7 +282,10 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                 order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
                 for minibatch in np.array_split(order, sp.minibatches):
                     set_lr(optimizer, lr_factor(step, schedule))
-                    n_global = float(D.all_reduce_sum(torch.tensor([len(minibatch)], dtype=torch.float64, device=device))[0])
+                    # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
+                    n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
+                        [len(minibatch), len(minibatch) if stage.mode == "constrained" else
+                         sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64, device=device)))
                     n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
                     micro_steps = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
                     if aux_objectives is not None:
@@ -299,15 +306,10 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                 part_turns = [turns[i] for i in part]
                                 batch = turns_to_batch(part_turns, torch.as_tensor(adv[part]), stage.temperature,
                                                        step=step, total_steps=schedule.steps)
-                                if getattr(rl_objective.options, "loss_type", "") == "dapo":
-                                    batch.extras["num_items"] = n_global / world  # turns (constrained) ...
-                                    if batch.extras.get("groups") is None:  # ... or action bytes (free)
-                                        batch.extras["num_items"] = float(D.all_reduce_sum(torch.tensor(
-                                            [sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64,
-                                            device=device))[0]) / world
-                                    scale = 1.0
-                                else:
-                                    scale = len(part) / (n_global / world)
+                                # summed micro-steps (averaged by DDP) = the mean over the minibatch's turns
+                                batch.extras["num_items"] = n_tokens / world  # dapo's denominator
+                                dapo = getattr(rl_objective.options, "loss_type", "") == "dapo"
+                                scale = 1.0 if dapo else len(part) / (n_global / world)  # grpo, dr_grpo
                                 ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
                                 if reference is not None:
                                     with torch.no_grad():
