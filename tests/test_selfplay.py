@@ -202,3 +202,10 @@ def test_auxiliary_objective_kl_reference_and_curriculum(tmp_path):
         assert "grpo/kl" in row and row["grpo/kl"] >= 0  # k3 KL to the initial policy
     assert train[0]["grpo/kl"] == pytest.approx(0.0, abs=1e-6)  # first update: still the reference
     assert train[1]["grpo/kl"] > 0
+
+
+def test_bundled_selfplay_config_is_valid(repo_root):
+    cfg = load_run_config(repo_root / "configs" / "selfplay" / "tictactoe-constrained.yaml")
+    check_selfplay(cfg.selfplay)
+    assert cfg.selfplay.stages[0].opponents == {"random": 0.5, "self": 0.3, "pool": 0.2}
+    assert cfg.selfplay.advantages.normalize and cfg.run.name == "ttt-selfplay"
