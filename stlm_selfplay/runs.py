@@ -2,8 +2,10 @@
 
 A run folder `runs/<name>/` holds `config.yaml`, `metrics.jsonl`, `checkpoints/step_<N>/` (each a
 Hugging Face model folder: `config.json` + `model.safetensors`, plus the trainer's state) and
-`report.md`. Commands that take `RUN_OR_CHECKPOINT` accept a run folder, a run name under
-`runs/`, a checkpoint folder, or any Hugging Face model folder holding an STLM.
+`report.md`. A staged run (`stlm run`) holds one such sub-run per stage, `runs/<name>/pretrain/`
+and `runs/<name>/selfplay/`; its model is the last stage's latest checkpoint. Commands that take
+`RUN_OR_CHECKPOINT` accept a run folder, a run name under `runs/`, a checkpoint folder, or any
+Hugging Face model folder holding an STLM.
 """
 
 from __future__ import annotations
@@ -37,6 +39,30 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    """The sub-run folder of `stage` (pretrain | selfplay) in a staged run folder."""
+    return Path(run_dir) / stage
+
+
+def final_checkpoint(run_dir: Path) -> Path | None:
+    """A run's latest checkpoint; for a staged run, that of its last stage holding one."""
+    from stlm_selfplay.config import STAGES
+
+    for folder in [Path(run_dir)] + [stage_dir(run_dir, s) for s in reversed(STAGES)]:
+        ckpt = latest_checkpoint(folder)
+        if ckpt is not None:
+            return ckpt
+    return None
+
+
+def resolve_run_dir(run: str | Path) -> Path:
+    """A run folder or a run name under `runs/` -> the folder; `UserError` when neither exists."""
+    for cand in (Path(run), RUNS_DIR / run):
+        if cand.is_dir():
+            return cand
+    raise UserError(f"no run folder at '{run}' (looked in ./ and {RUNS_DIR}/); pass a run folder or a run name under runs/")
+
+
 def resolve_model_folder(run_or_checkpoint: str | Path) -> Path:
     """A run folder, run name, checkpoint folder or HF model folder -> the model folder to load.
 
@@ -48,7 +74,7 @@ def resolve_model_folder(run_or_checkpoint: str | Path) -> Path:
         if is_model_folder(cand):
             return cand
         if cand.is_dir():
-            ckpt = latest_checkpoint(cand)
+            ckpt = final_checkpoint(cand)
             if ckpt is not None:
                 return ckpt
             raise UserError(

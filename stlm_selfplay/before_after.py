@@ -1,0 +1,197 @@
+"""Before/after: a staged run's pretrained and final models, side by side, with significance tests.
+
+`evaluate_run(cfg)` evaluates both models on the same seeded games (`selfplay.evaluate_model`:
+`evaluation.episodes` games per seat against each bot, greedy by default), the tic-tac-toe
+optimal-move rate over all 4,520 positions and the Kuhn exploitability, renders a few sample
+games of the final model, tests the differences, and writes `runs/<name>/evaluation.json`.
+
+Tests (one-sided, pooled two-proportion z; alpha = 0.01):
+
+    z = (p_final - p_pre) / sqrt(p (1 - p) (1/n_pre + 1/n_final)),   p = (k_pre + k_final) / (n_pre + n_final)
+
+    rise       win rate vs `random` in each seat, and the optimal-move rate (n = 4,520 positions,
+               k = rate x n): passes when p-value = 1 - Phi(z) < alpha
+    no worse   non-loss rate (1 - loss rate) vs every other bot, all seats: passes unless the
+               drop is significant, i.e. unless Phi(z) < alpha
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from stlm_selfplay.config import RootConfig, run_dir as run_dir_of_config, write_text_atomic
+from stlm_selfplay.envs.base import derive_seed
+from stlm_selfplay.errors import UserError
+from stlm_selfplay.runs import latest_checkpoint, stage_dir
+
+EVALUATION_FILE = "evaluation.json"
+ALPHA = 0.01
+POSITIONS = 4520  # reachable non-terminal tic-tac-toe positions (the optimal-move rate's n)
+MODELS = ("pretrained", "final")
+
+
+def one_sided_z(k_before: int, n_before: int, k_after: int, n_after: int) -> float:
+    """Pooled two-proportion z statistic of p_after - p_before (module docstring)."""
+    p = (k_before + k_after) / max(n_before + n_after, 1)
+    se = math.sqrt(max(p * (1 - p) * (1 / max(n_before, 1) + 1 / max(n_after, 1)), 1e-12))
+    return (k_after / max(n_after, 1) - k_before / max(n_before, 1)) / se
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def evaluation_games(cfg: RootConfig) -> list[str]:
+    """The games to evaluate: self-play's eval games (or its stages' games), else the pretraining
+    transcripts' games."""
+    sp = cfg.selfplay
+    if "selfplay" in cfg.stages:
+        return list(sp.eval.games) or list(dict.fromkeys(g for s in sp.stages for g in s.games))
+    return list(cfg.data.games) if cfg.data.source == "games" else []
+
+
+def evaluation_models(cfg: RootConfig) -> dict[str, Path]:
+    """{"pretrained": checkpoint, "final": checkpoint}, whichever the run has: the model self-play
+    started from (the pretrain stage's final checkpoint, or `selfplay.init_from`) and its result."""
+    from stlm_selfplay.runs import resolve_model_folder
+    from stlm_selfplay.stages import stage_config
+
+    root = run_dir_of_config(cfg)
+    start = latest_checkpoint(stage_dir(root, "pretrain")) if "pretrain" in cfg.stages else None
+    if "selfplay" in cfg.stages and stage_config(cfg, "selfplay").selfplay.init_from:
+        start = resolve_model_folder(stage_config(cfg, "selfplay").selfplay.init_from)
+    final = latest_checkpoint(stage_dir(root, "selfplay")) if "selfplay" in cfg.stages else None
+    return {label: ckpt for label, ckpt in (("pretrained", start), ("final", final)) if ckpt is not None}
+
+
+def action_mode(cfg: RootConfig) -> str:
+    if "selfplay" in cfg.stages:
+        return cfg.selfplay.eval.mode or cfg.selfplay.stages[-1].mode
+    return "constrained"
+
+
+def check_bots(games: list[str], bots: list[str]) -> None:
+    from stlm_selfplay.envs import list_players
+
+    known = {b for g in games for b in list_players(g)}
+    for bot in bots:
+        if bot.partition(":")[0] not in known:
+            raise UserError(f"evaluation.bots: '{bot}' is a bot of none of {', '.join(games)}; valid: {', '.join(sorted(known))}")
+
+
+def evaluate_run(cfg: RootConfig, force: bool = False) -> dict | None:
+    """Evaluate the run's models and write evaluation.json (kept when it already holds these
+    checkpoints and settings, unless `force`); returns its content, None when nothing to do."""
+    from tqdm.auto import tqdm
+
+    from stlm_selfplay.runs import load_model
+    from stlm_selfplay.selfplay.evaluate import evaluate_model, kuhn_metrics, tictactoe_optimal_rate
+
+    ev, games = cfg.evaluation, evaluation_games(cfg)
+    models = evaluation_models(cfg)
+    if not games or not models:
+        return None
+    check_bots(games, ev.bots)
+    path = run_dir_of_config(cfg) / EVALUATION_FILE
+    seed = derive_seed(cfg.run.seed, "before-after")  # the same games for both models
+    settings = {"models": {k: str(v) for k, v in models.items()}, "games": games, "bots": list(ev.bots),
+                "episodes": ev.episodes, "temperature": ev.temperature, "mode": action_mode(cfg), "seed": seed,
+                "sample_games": ev.sample_games}
+    if path.is_file() and not force:
+        old = json.loads(path.read_text())
+        if old.get("settings") == settings:
+            return old
+    units = [(label, game, bot) for label in models for game in games for bot in ev.bots if _has_bot(game, bot)]
+    metrics: dict[str, dict] = {label: {} for label in models}
+    loaded = {label: load_model(folder, device=_device(cfg)) for label, folder in models.items()}
+    with tqdm(total=len(units) + len(models), desc="before/after evaluation", unit="match",
+              disable=not cfg.logging.progress) as bar:
+        for label, game, bot in units:
+            bar.set_postfix_str(f"{label} {game} vs {bot}")
+            if ev.episodes:
+                m, _ = evaluate_model(loaded[label], [game], [bot], ev.episodes, seed, settings["mode"],
+                                      ev.temperature, optimal_rate=False)
+                metrics[label].update(m)
+            bar.update(1)
+        for label, model in loaded.items():
+            if "tictactoe" in games:
+                rate = tictactoe_optimal_rate(model)
+                metrics[label].update({"tictactoe/optimal_rate": rate["rate"], "tictactoe/optimal_greedy": rate["greedy"]})
+            if "kuhn_poker" in games:
+                metrics[label].update(kuhn_metrics(model, [])[0])
+            bar.update(1)
+    for m in metrics.values():
+        for key in [k for k in m if k.endswith("/loss_rate")]:
+            m[key[: -len("loss_rate")] + "non_loss_rate"] = 1.0 - m[key]
+    last = list(models)[-1]
+    out = {"settings": settings, "metrics": metrics,
+           "tests": significance_tests(metrics, games, ev.episodes) if len(models) == 2 else [],
+           "samples": sample_games(loaded[last], games, ev.bots, ev.sample_games, seed, settings["mode"], ev.temperature)}
+    write_text_atomic(path, json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def _has_bot(game: str, bot: str) -> bool:
+    from stlm_selfplay.envs import list_players
+
+    return bot.partition(":")[0] in list_players(game)
+
+
+def _device(cfg: RootConfig):
+    from stlm_selfplay.train.distributed import select_device
+
+    return select_device(cfg.run.device, 0)
+
+
+def significance_tests(metrics: dict[str, dict], games: list[str], episodes: int) -> list[dict]:
+    """The module docstring's tests, each {metric, kind, n, pretrained, final, z, p, passed}."""
+    before, after = metrics["pretrained"], metrics["final"]
+    wanted: list[tuple[str, str, int]] = []
+    for key in sorted(before):
+        game, _, rest = key.partition("/")
+        if game not in games or key not in after:
+            continue
+        if rest.startswith("random/seat") and rest.endswith("/win_rate"):
+            wanted.append((key, "rise", episodes))
+        elif not rest.startswith("random/") and rest.count("/") == 1 and rest.endswith("/non_loss_rate"):
+            wanted.append((key, "no worse", 2 * episodes))
+    if "tictactoe/optimal_rate" in before:
+        wanted.append(("tictactoe/optimal_rate", "rise", POSITIONS))
+    tests = []
+    for key, kind, n in wanted:
+        if n <= 0:
+            continue
+        k1, k2 = round(before[key] * n), round(after[key] * n)
+        z = one_sided_z(k1, n, k2, n)
+        p = 1.0 - normal_cdf(z) if kind == "rise" else normal_cdf(z)  # p of "no rise" / of "no drop"
+        passed = p < ALPHA if kind == "rise" else p >= ALPHA
+        tests.append({"metric": key, "kind": kind, "n": n, "pretrained": before[key], "final": after[key],
+                      "z": z, "p": p, "passed": passed})
+    return tests
+
+
+def sample_games(model, games: list[str], bots: list[str], per_seat: int, seed: int, mode: str,
+                 temperature: float) -> list[dict]:
+    """`per_seat` games of the model in each seat against each bot, as transcripts."""
+    from stlm_selfplay.envs import make, make_player
+    from stlm_selfplay.envs.players import play_game
+    from stlm_selfplay.model_player import ModelPlayer
+
+    out = []
+    for game in games:
+        for bot in [b for b in bots if _has_bot(game, b)]:
+            for seat in range(make(game).num_players):
+                for i in range(per_seat):
+                    s = derive_seed(seed, "sample", game, bot, seat, i)
+                    board = make(game).reset(s)
+                    players = [make_player(game, bot) for _ in range(board.num_players)]
+                    players[seat] = ModelPlayer(model, mode, temperature, seed=s)
+                    rngs = [random.Random(derive_seed(s, "seat", k)) for k in range(board.num_players)]
+                    episode = play_game(board, players, rngs, style="compact")
+                    out.append({"game": game, "bot": bot, "seat": seat, "side": board.sides[seat],
+                                "outcome": board.outcome[seat],
+                                "transcript": episode.transcript("compact")})
+    return out

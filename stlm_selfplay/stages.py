@@ -1,0 +1,149 @@
+"""Staged runs (`stlm run`): the config's `stages` in order, then the before/after evaluation and
+the report, all under one run folder:
+
+    runs/<name>/config.yaml          the resolved config (with every stage's section)
+    runs/<name>/command.txt          the command that started the run
+    runs/<name>/pretrain/            the pretrain stage: a pretrain run folder of its own
+    runs/<name>/selfplay/            the self-play stage; `selfplay.init_from` defaults to the
+                                     pretrain stage's final checkpoint
+    runs/<name>/evaluation.json      pretrained vs final model (`before_after`)
+    runs/<name>/report.md, plots/    the report (`report`)
+
+Each stage runs with the root config's sections, its `run.out_dir` set to the run folder and
+its `run.name` to the stage. A stage whose last checkpoint is its final step is skipped, so a
+second `stlm run` resumes whichever stage was running (from that stage's last checkpoint: the
+stages resume exactly). A stage stopped by SIGINT/SIGTERM saves a checkpoint and ends the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from stlm_selfplay.config import RootConfig, run_dir as run_dir_of_config, write_text_atomic
+from stlm_selfplay.errors import UserError
+from stlm_selfplay.runs import latest_checkpoint, stage_dir
+
+INTERRUPTED = 130  # exit code of a run stopped by a signal (resumable)
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs (editable install)
+DEFAULT_CONFIG = "quickstart"
+
+
+def find_config(name: str | None) -> Path:
+    """A config path, or a bundled config by name (`micro`, `configs/micro.yaml` from any folder;
+    None: the quickstart), found beside the package so `stlm run` works from any folder."""
+    path = Path(name or DEFAULT_CONFIG)
+    if path.is_file():
+        return path
+    bundled = CONFIGS_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent in (Path("."), Path("configs")) and bundled.is_file():
+        return bundled
+    known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+    raise UserError(f"config file '{name or bundled}' not found; pass a YAML file"
+                    + (f" or a bundled config name ({', '.join(known)})" if known else ""))
+
+
+def stage_config(cfg: RootConfig, stage: str) -> RootConfig:
+    """The config one stage runs with: the run folder's sub-run `stage`; self-play starts from the
+    pretrain stage's final checkpoint unless `selfplay.init_from` names a model."""
+    run = dataclasses.replace(cfg.run, out_dir=str(run_dir_of_config(cfg)), name=stage)
+    out = dataclasses.replace(cfg, run=run)
+    declared = type(RootConfig().selfplay)
+    if stage == "pretrain" and not isinstance(cfg.selfplay, declared):
+        out = dataclasses.replace(out, selfplay=declared())  # until the root config declares SelfPlayConfig
+    if stage == "selfplay" and "pretrain" in cfg.stages and not cfg.selfplay.init_from:
+        out = dataclasses.replace(out, selfplay=dataclasses.replace(
+            cfg.selfplay, init_from=str(stage_dir(run_dir_of_config(cfg), "pretrain"))))
+    return out
+
+
+def stage_steps(cfg: RootConfig, stage: str) -> int:
+    """The step (pretrain) or update (self-play) a stage ends at."""
+    return cfg.schedule.steps if stage == "pretrain" else cfg.selfplay.updates
+
+
+def stage_progress(cfg: RootConfig, stage: str) -> int:
+    """The step of the stage's latest checkpoint (0 when none)."""
+    from stlm_selfplay.train.checkpoint import step_of
+
+    ckpt = latest_checkpoint(stage_dir(run_dir_of_config(cfg), stage))
+    return 0 if ckpt is None else step_of(ckpt)
+
+
+def check_staged(cfg: RootConfig) -> None:
+    """What `stlm run` needs beyond each stage's own checks."""
+    from stlm_selfplay.selfplay.config import SelfPlayConfig
+
+    if not cfg.stages:
+        raise UserError("config key 'stages' is empty; e.g. stages: [pretrain, selfplay]")
+    if len(set(cfg.stages)) != len(cfg.stages):
+        raise UserError(f"config key 'stages' repeats a stage: {cfg.stages}")
+    if "selfplay" in cfg.stages:
+        if not isinstance(cfg.selfplay, SelfPlayConfig):
+            raise UserError("stage 'selfplay' needs the self-play section; load the config with load_run_config")
+        from stlm_selfplay.runs import resolve_model_folder
+        from stlm_selfplay.selfplay.config import check_selfplay
+
+        check_selfplay(cfg.selfplay)
+        if cfg.selfplay.init_from:
+            resolve_model_folder(cfg.selfplay.init_from)  # a wrong path fails now, not after pretraining
+    from stlm_selfplay.before_after import check_bots, evaluation_games
+
+    check_bots(evaluation_games(cfg), cfg.evaluation.bots)
+
+
+def run_stages(cfg: RootConfig, command: str | None = None) -> int:
+    """Run (or resume) every stage, then the before/after evaluation and the report; returns
+    0, or INTERRUPTED when a stage was stopped by a signal (its checkpoint saved)."""
+    from stlm_selfplay.before_after import evaluate_run
+    from stlm_selfplay.report import COMMAND_FILE, write_report
+
+    check_staged(cfg)
+    root = run_dir_of_config(cfg)
+    threads = torch.get_num_threads()
+    if cfg.run.cpu_threads:
+        torch.set_num_threads(cfg.run.cpu_threads)
+    started = time.perf_counter()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(root / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
+        if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
+            write_text_atomic(root / COMMAND_FILE, command + "\n")
+        for i, stage in enumerate(cfg.stages):
+            scfg = stage_config(cfg, stage)
+            done, total = stage_progress(cfg, stage), stage_steps(cfg, stage)
+            if done >= total:
+                print(f"stage {i + 1}/{len(cfg.stages)} {stage}: done ({done}/{total})")
+                continue
+            print(f"stage {i + 1}/{len(cfg.stages)} {stage}: " + (f"resuming at {done}/{total}" if done else "starting"))
+            summary = _run_stage(scfg, stage)
+            if summary.get("stopped_by_signal"):
+                print(f"stopped during stage {stage}; run the same command again to resume", file=sys.stderr)
+                return INTERRUPTED
+        evaluate_run(cfg)
+        path = write_report(root)
+        print(f"report: {path}  ({time.perf_counter() - started:.0f} s in this call)")
+        return 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_stage(cfg: RootConfig, stage: str) -> dict:
+    if stage == "pretrain":
+        from stlm_selfplay.train.pretrain import pretrain
+
+        return pretrain(cfg)
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    return selfplay(cfg)
+
+
+def command_line(argv: list[str]) -> str:
+    """`stlm <args>` as the user could type it again."""
+    return "stlm " + " ".join(shlex.quote(a) for a in argv)
