@@ -1,0 +1,146 @@
+"""Self-play rollout speed: the batched rollout engine vs a naive one-game-at-a-time loop.
+
+The same model (pretrained briefly on random-play tic-tac-toe transcripts, so it writes legal
+moves) plays the same self-play games (the model in both seats, free-text moves sampled at
+temperature 1, seeds 0..N-1):
+
+- engine: `stlm_selfplay.selfplay.rollout.play` with all N games at once (one batched,
+  KV-cached sampler call per tick);
+- naive (baseline): one game at a time, one Hugging Face `model.generate` call per move
+  (`do_sample`, stopping at `]`, newline or EOS; HF re-reads the whole prompt each byte).
+
+Reported: games/s of each and their ratio (goal >= 20x), and for the engine the fraction of its
+wall time spent outside the policy's model calls (`generate` / `score`: prompt building, game
+stepping, bookkeeping; goal < 15%), plus the fraction outside the model's module forwards
+(trunk, encoder, decoder: also counts the sampler's own Python).
+
+    python benchmarks/bench_rollout.py [--quick] [--games N] [--naive-games M] [--threads T]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import base_parser, report  # noqa: E402
+from bench_selfplay import pretrained_model  # noqa: E402
+
+from stlm_selfplay.envs import make  # noqa: E402
+from stlm_selfplay.envs.formats import format_prompt  # noqa: E402
+from stlm_selfplay.model.tokenizer import EOS_ID, encode_bytes  # noqa: E402
+from stlm_selfplay.selfplay import policies  # noqa: E402
+from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom  # noqa: E402
+from stlm_selfplay.selfplay.rollout import EpisodeSpec, play  # noqa: E402
+
+GAME = "tictactoe"
+MAX_ACTION_BYTES = 8
+
+
+@contextmanager
+def timed_calls(owner, names: list[str], totals: dict):
+    """Replace owner.<name> by a wrapper adding its wall time to totals[name] (restored after)."""
+    originals = {n: getattr(owner, n) for n in names}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return timed
+
+    for n, fn in originals.items():
+        setattr(owner, n, wrap(n, fn))
+    try:
+        yield totals
+    finally:
+        for n, fn in originals.items():
+            setattr(owner, n, fn)
+
+
+@contextmanager
+def forward_time(modules: list[torch.nn.Module], totals: dict):
+    """Sum the wall time of each module's forward calls into totals['module_forward']."""
+    starts: list[float] = []
+    handles = [h for m in modules for h in (
+        m.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter())),
+        m.register_forward_hook(lambda *_: totals.__setitem__(
+            "module_forward", totals.get("module_forward", 0.0) + time.perf_counter() - starts.pop())))]
+    try:
+        yield totals
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def engine(model, games: int, seed: int) -> dict:
+    specs = [EpisodeSpec(GAME, seed + i, ["learner", "learner"]) for i in range(games)]
+    policy = ModelPolicy(model, mode="free", temperature=1.0, max_action_bytes=MAX_ACTION_BYTES)
+    totals: dict = {}
+    parts = [m for m in (model.trunk, model.encoder, model.decoder) if any(True for _ in m.parameters())]
+    with timed_calls(policies, ["generate", "score"], totals), forward_time(parts, totals):
+        start = time.perf_counter()
+        episodes = play(specs, {"learner": policy}, RolloutRandom(seed))
+        wall = time.perf_counter() - start
+    model_calls = totals.get("generate", 0.0) + totals.get("score", 0.0)
+    return {"loop": f"engine ({games} games at once)", "games": games, "moves": sum(e.length for e in episodes),
+            "illegal": sum(sum(e.illegal) for e in episodes), "wall_s": wall, "games_per_s": games / wall,
+            "outside_model_calls_pct": 100 * (wall - model_calls) / wall,
+            "outside_module_forwards_pct": 100 * (wall - totals.get("module_forward", 0.0)) / wall}
+
+
+def naive(model, games: int, seed: int) -> dict:
+    stops = [ord("]"), ord("\n"), EOS_ID]
+    torch.manual_seed(seed)  # HF sampling draws from the global generator
+    moves = illegal = 0
+    start = time.perf_counter()
+    for i in range(games):
+        game = make(GAME)
+        game.reset(seed=seed + i)
+        while not game.done:
+            prompt = format_prompt(game, game.current_player, style="compact").encode()
+            ids = torch.tensor([encode_bytes(prompt)])  # the ids the engine's sampler builds
+            with torch.no_grad():
+                out = model.generate(ids, max_new_tokens=MAX_ACTION_BYTES, do_sample=True, temperature=1.0, top_k=0,
+                                     eos_token_id=stops, pad_token_id=EOS_ID)
+            text = bytes(t for t in out[0, ids.shape[1]:].tolist() if t < 256)
+            illegal += not game.step(text).legal
+            moves += 1
+    wall = time.perf_counter() - start
+    return {"loop": "naive (1 game, HF generate per move)", "games": games, "moves": moves, "illegal": illegal,
+            "wall_s": wall, "games_per_s": games / wall}
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--games", type=int, default=256, help="games played by the engine, all at once")
+    parser.add_argument("--naive-games", type=int, default=16, help="games played by the naive loop")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.games, args.naive_games = 32, 2
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as work:
+        model = pretrained_model(Path(work), GAME, steps=5 if args.quick else 300, quick=args.quick)
+    model.eval()
+    engine(model, min(args.games, 8), args.seed + 10_000)  # warm-up (allocator, first-call costs)
+    fast = engine(model, args.games, args.seed)
+    slow = naive(model, args.naive_games, args.seed)
+    report("rollout", [slow, fast], args=args,
+           ratios={"engine_over_naive_games_per_s": fast["games_per_s"] / slow["games_per_s"]},
+           goals={"engine_over_naive_games_per_s": (fast["games_per_s"] / slow["games_per_s"], 20.0),
+                  "inside_model_calls (1 - outside)": (1 - fast["outside_model_calls_pct"] / 100, 0.85)},
+           extra={"command": " ".join(sys.argv), "seed": args.seed, "threads": args.threads,
+                  "params": model.num_parameters()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Every `benchmarks/bench_*.py --quick` runs in a subprocess and prints the JSON the docs promise.
+
+The JSON line (`_common.report`) must carry the shared keys, `quick: true`, at least one row,
+and the row keys listed below for each benchmark (scripts not listed: the shared keys only).
+Together the scripts take over a minute, so the two slowest (bench_rollout and bench_selfplay,
+which first pretrain a small game model) run only under `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SLOW = {"bench_rollout", "bench_selfplay"}
+SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}
+ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
+    "bench_lm": {"variant", "params", "nats_per_byte", "nats_std", "bits_per_byte", "bytes_per_s", "steps"},
+    "bench_rollout": {"loop", "games", "moves", "wall_s", "games_per_s"},
+    "bench_selfplay": {"run", "update", "games", "train_s"},
+    "bench_gpu": {"preset", "bytes_per_s"},
+    "bench_envs": {"game"},
+    "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
+}
+EXTRA_KEYS = {  # top-level keys beyond the shared ones
+    "bench_lm": {"per_seed", "seeds", "seconds", "settings"},
+    "bench_rollout": {"params", "seed"},
+    "bench_selfplay": {"final_vs_minimax", "seed", "minutes"},
+    "bench_gpu": {"dry_run", "peak_flops"},
+}
+
+
+def scripts():
+    for path in sorted(BENCHMARKS.glob("bench_*.py")):
+        marks = [pytest.mark.slow] if path.stem in SLOW else []
+        yield pytest.param(path, id=path.stem, marks=marks)
+
+
+@pytest.mark.parametrize("script", scripts())
+def test_quick_run_prints_its_json(script: Path, tmp_path):
+    done = subprocess.run([sys.executable, str(script), "--quick", "--json-only"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith('{"benchmark"'))
+    payload = json.loads(line)
+    assert SHARED_KEYS <= payload.keys()
+    assert payload["quick"] is True and payload["rows"]
+    assert EXTRA_KEYS.get(script.stem, set()) <= payload.keys()
+    for row in payload["rows"]:
+        if script.stem == "bench_gpu" and row["preset"] == "sampler":
+            assert {"batch", "new_bytes", "bytes_per_s"} <= row.keys()
+            continue
+        assert ROW_KEYS.get(script.stem, set()) <= row.keys(), (script.stem, row)
