@@ -109,8 +109,19 @@ def _reproduce(run_dir: Path):
         yield f"Started with:\n\n```bash\n{command}\n```\n"
     yield ("The resolved config below repeats the run exactly (same seed, same games); into a new "
            "folder with:\n\n```bash\n"
-           f"stlm run {run_dir / 'config.yaml'} run.name={run_dir.name}-again\n```\n")
+           f"stlm run {_config_path(run_dir)} run.name={run_dir.name}-again\n```\n")
     yield "```yaml\n" + (run_dir / "config.yaml").read_text().rstrip() + "\n```\n"
+
+
+def _config_path(run_dir: Path) -> Path:
+    """The run's config.yaml as the run named it (`<run.out_dir>/<run.name>/config.yaml`), so the
+    report does not depend on how its folder was named to `stlm report`."""
+    from omegaconf import OmegaConf
+
+    run = OmegaConf.load(run_dir / "config.yaml").get("run") or {}
+    if run.get("out_dir") and run.get("name"):
+        return Path(run["out_dir"]) / run["name"] / "config.yaml"
+    return run_dir / "config.yaml"
 
 
 def _pretraining(rows: list[dict], plot_dir: Path):
