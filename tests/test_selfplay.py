@@ -209,3 +209,15 @@ def test_bundled_selfplay_config_is_valid(repo_root):
     check_selfplay(cfg.selfplay)
     assert cfg.selfplay.stages[0].opponents == {"random": 0.5, "self": 0.3, "pool": 0.2}
     assert cfg.selfplay.advantages.normalize and cfg.run.name == "ttt-selfplay"
+
+
+def test_stage_ends_by_update_count_or_eval_threshold():
+    from stlm_selfplay.selfplay.loop import stage_done
+
+    by_count = StageConfig(games={"tictactoe": 1.0}, opponents={"random": 1.0}, until_update=5)
+    assert not stage_done(by_count, 4, {}) and stage_done(by_count, 5, {})
+    by_eval = StageConfig(games={"tictactoe": 1.0}, opponents={"random": 1.0},
+                          until_metric="tictactoe/random/win_rate", until_value=0.7)
+    assert not stage_done(by_eval, 50, {}) and not stage_done(by_eval, 50, {"tictactoe/random/win_rate": 0.69})
+    assert stage_done(by_eval, 1, {"tictactoe/random/win_rate": 0.7})
+    assert not stage_done(StageConfig(), 10 ** 6, {"x": 1.0})  # no limit: runs to selfplay.updates
