@@ -85,7 +85,7 @@ class DecodeState:
         n = ids.shape[1]
         slots = start[:, None] + torch.arange(n, device=ids.device)
         step = CacheStep(rows, start, length)
-        hidden = model.decoder(model.byte_embed(ids), cond, slots, self.dec_caches, step)
+        hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)
         idx = (read_slot - start).clamp(0, n - 1)
         picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
         return F.linear(picked, model.head_weight().to(picked.dtype)).float()

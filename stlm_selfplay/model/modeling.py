@@ -182,6 +182,12 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.byte_embed = value
 
+    def embed_bytes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input byte embeddings, E[ids] * sqrt(d_local): at init they are as large as the trunk
+        condition they are added to, so the local modules use the bytes from the start (the
+        tied head reads E unscaled, keeping the initial logits small)."""
+        return self.byte_embed(ids) * self.config.d_local ** 0.5
+
     def head_weight(self) -> torch.Tensor:
         return self.byte_embed.weight if self.lm_head is None else self.lm_head.weight
 
@@ -189,7 +195,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
     def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor) -> torch.Tensor:
         """[B, N, Pm] patch bytes -> [B, N, d_model] trunk inputs."""
         batch, n, pm = enc_ids.shape
-        h = self.byte_embed(enc_ids.reshape(batch * n, pm))
+        h = self.embed_bytes(enc_ids.reshape(batch * n, pm))
         return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
 
     def conditions(self, trunk_state: torch.Tensor, n_windows: int) -> torch.Tensor:
@@ -206,7 +212,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         With `include_first`, [B, T+1, V]: entry u predicts x[u], including x[0] (after BOS)."""
         batch, n_dec, width = layout.dec_ids.shape
         cond = self.conditions(trunk_state, n_dec).reshape(batch * n_dec, -1)
-        emb = self.byte_embed(layout.dec_ids.reshape(batch * n_dec, width))
+        emb = self.embed_bytes(layout.dec_ids.reshape(batch * n_dec, width))
         slots = torch.arange(width, device=emb.device)[None]
         hidden = self.decoder(emb, cond, slots).reshape(batch, n_dec * width, -1)
         read = layout.read_all if include_first else layout.read_index

@@ -63,21 +63,20 @@ def unalign(values: torch.Tensor, offsets: torch.Tensor | None, fill=0) -> torch
     return out.masked_fill(~keep, fill)
 
 
-def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """pid [B, T+1] for x[0..T-1] and the next byte (column T), by the dynamic rule (a scan)."""
-    batch, length = ids.shape
-    pid = torch.zeros(batch, length + 1, dtype=torch.long)
-    ids_cpu = ids.cpu()
-    cur = torch.zeros(batch, dtype=torch.long)
-    run = torch.zeros(batch, dtype=torch.long)
-    for t in range(length):
-        pid[:, t] = cur
-        run += 1
-        end = ends_patch(ids_cpu[:, t], run, min_size, max_size)
-        cur = cur + end.long()
-        run = torch.where(end, 0, run)
-    pid[:, length] = cur
-    return pid.to(ids.device)
+def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """pid [B, T+1] for x[0..T-1] and the next byte (column T), by the dynamic rule (a scan in
+    plain Python: one pass per row, faster than T small tensor ops)."""
+    boundary = _BOUNDARY.tolist()
+    rows = []
+    for row in ids.tolist():
+        pid, cur, run = [], 0, 0
+        for byte in row:
+            pid.append(cur)
+            run += 1
+            if run >= max_size or (run >= min_size and boundary[byte]):
+                cur, run = cur + 1, 0
+        rows.append(pid + [cur])
+    return torch.tensor(rows, dtype=torch.long, device=ids.device).view(ids.shape[0], ids.shape[1] + 1)
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""Shared helpers for the model tests: small configs, a short seeded training loop, and a
+trained model cached for the whole session (trained once, read-only afterwards)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from stlm_selfplay.model import STLMConfig, STLMForCausalLM
+
+SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+FALLBACK_TEXT = (b"To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
+                 b"the slings and arrows of outrageous fortune, or to take arms against a sea of troubles. ") * 40
+
+
+def small_config(**overrides) -> STLMConfig:
+    """A fast CPU config (~0.1M parameters): 2 trunk layers of width 64, local width 32."""
+    values = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, d_local=32, local_heads=2,
+                  n_local_encoder_layers=1, n_local_decoder_layers=1, max_seq_len=256, patch_size=4)
+    values.update(overrides)
+    return STLMConfig(**values)
+
+
+def plain_gpt_config(**overrides) -> STLMConfig:
+    """P=1, no local layers, d_local == d_model: a plain byte-level GPT."""
+    return small_config(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=64, **overrides)
+
+
+def text_bytes(limit: int = 200_000) -> bytes:
+    """Real text for training: tinyshakespeare when present, else a fixed repeated passage."""
+    return SHAKESPEARE.read_bytes()[:limit] if SHAKESPEARE.is_file() else FALLBACK_TEXT
+
+
+def train_steps(model, data: bytes, steps: int, *, seq_len: int = 128, batch: int = 8, lr: float = 3e-3,
+                seed: int = 0) -> list[float]:
+    """Plain AdamW on random windows of `data` (own generator); returns the loss of every step."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(list(data), dtype=torch.long)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=gen)
+        x = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
+        loss = model(x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@functools.lru_cache(maxsize=None)
+def trained_model(patching: str = "fixed", steps: int = 50) -> STLMForCausalLM:
+    """A seeded small model trained `steps` steps on real text (not random init, so near-ties
+    don't flip greedy choices). Shared by several tests: do not modify it."""
+    torch.manual_seed(0)  # the init is seeded; training uses its own generator
+    extra = {"patching": "dynamic", "max_patch_size": 6} if patching == "dynamic" else {}
+    model = STLMForCausalLM(small_config(**extra))
+    train_steps(model, text_bytes(), steps)
+    return model

@@ -1,0 +1,75 @@
+"""Presets, parameter accounting, FLOPs per byte and the `stlm params` command."""
+
+from __future__ import annotations
+
+import pytest
+
+from stlm_selfplay.cli import main
+from stlm_selfplay.errors import UserError
+from stlm_selfplay.model import flops_per_byte, load_preset, param_table
+from stlm_selfplay.model.flops import GPT2_VOCAB
+
+PRESET_SIZES = {"stlm-10m": 10e6, "stlm-50m": 50e6, "stlm-100m": 100e6}
+PRESET_CONTEXT = {"tiny": 256, "stlm-10m": 1024, "stlm-50m": 2048, "stlm-100m": 2048}
+
+
+@pytest.mark.parametrize("name", list(PRESET_CONTEXT))
+def test_presets_state_their_context_and_named_sizes_are_within_10_percent(name):
+    config = load_preset(name)
+    assert config.max_seq_len == PRESET_CONTEXT[name]
+    assert config.patching == "fixed" and config.patch_size == 4
+    table = param_table(config)
+    assert table["total"] == table["embedding_encoder"] + table["trunk"] + table["decoder_head"]
+    if name in PRESET_SIZES:
+        assert abs(table["total"] / PRESET_SIZES[name] - 1) <= 0.10, table["total"]
+
+
+def test_gpt2_baseline_counts_and_savings_by_hand():
+    config = load_preset("stlm-10m")
+    table = param_table(config)
+    d, dl = config.d_model, config.d_local
+    assert table["embedding_head"] == 259 * dl  # tied: the head is the embedding
+    assert table["gpt2_embedding_head_tied"] == GPT2_VOCAB * d
+    assert table["gpt2_total_untied"] == table["trunk"] + 2 * GPT2_VOCAB * d
+    assert table["saved_embedding_head_tied"] == pytest.approx(1 - 259 * dl / (GPT2_VOCAB * d))
+
+
+def test_flops_per_byte_of_a_plain_gpt_by_hand():
+    config = load_preset("tiny", patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=128)
+    d, f, n, t = config.d_model, config.d_ff, config.n_layers, config.max_seq_len
+    kv = config.n_kv_heads * d // config.n_heads
+    per_layer = d * d + 2 * d * kv + d * d + 3 * d * f
+    expected = 6 * n * per_layer + 6 * n * d * (t + 1) + 6 * d * 259
+    assert flops_per_byte(config) == pytest.approx(expected)
+    pooled = load_preset("tiny")
+    assert flops_per_byte(pooled) < flops_per_byte(load_preset("tiny", patch_size=1))
+
+
+def test_load_preset_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="valid: stlm-100m, stlm-10m, stlm-50m, tiny"):
+        load_preset("stlm-20m")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("d_model: 64\nn_head: 4\n")
+    with pytest.raises(UserError, match="unknown field 'n_head'.*n_heads"):
+        load_preset(str(bad))
+    bad.write_text("patch_size: 0\n")
+    with pytest.raises(UserError, match="patch_size"):
+        load_preset(str(bad))
+
+
+def test_stlm_params_prints_the_table(capsys):
+    assert main(["params", "stlm-10m"]) == 0
+    out = capsys.readouterr().out
+    table = param_table(load_preset("stlm-10m"))
+    for label in ("byte embedding + local encoder", "global trunk", "local decoder + head", "total",
+                  "GPT-2 vocabulary (tied)", "GPT-2 vocabulary (untied)", "saved vs GPT-2"):
+        assert label in out
+    assert f"{table['trunk']:,}" in out and f"{table['total']:,}" in out
+    assert f"{table['gpt2_total_untied']:,}" in out
+    assert f"{100 * table['saved_embedding_head_tied']:.1f}% (tied)" in out
+
+
+def test_stlm_params_unknown_preset_is_a_one_line_error(capsys):
+    assert main(["params", "stlm-7m"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model preset 'stlm-7m'") and err.count("\n") == 1
