@@ -11,5 +11,8 @@ from stlm_selfplay.objectives import ce  # noqa: F401  (registers "ce")
 from stlm_selfplay.objectives import reinforce  # noqa: F401  (registers "reinforce")
 from stlm_selfplay.objectives import ppo  # noqa: F401  (registers "ppo")
 from stlm_selfplay.objectives import grpo  # noqa: F401  (registers "grpo")
+from stlm_selfplay.objectives import z_loss  # noqa: F401  (registers "z_loss")
+from stlm_selfplay.objectives import distill  # noqa: F401  (registers "distill")
+from stlm_selfplay.objectives import early_exit  # noqa: F401  (registers "early_exit")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]
