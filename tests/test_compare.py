@@ -1,0 +1,96 @@
+"""`stlm compare`: the micro comparison end to end, budgets in steps, and one-line config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from stlm_selfplay.cli import main
+from stlm_selfplay.compare import bytes_per_step, load_compare, run_config
+from stlm_selfplay.errors import UserError
+
+from _pretrain_helpers import REPO, text_file
+
+MICRO = REPO / "configs" / "compare" / "micro.yaml"
+
+
+def _data_overrides(folder: Path) -> list[str]:
+    return [f"data.path={text_file(folder)}", f"data.cache_dir={folder / 'cache'}"]
+
+
+def test_micro_compare_writes_table_and_plot_and_reuses_finished_runs(tmp_path, capsys):
+    args = ["compare", str(MICRO), *_data_overrides(tmp_path)]
+    assert main(args) == 0
+    out = tmp_path / "runs" / "micro-compare"
+    md = (out / "compare.md").read_text()
+    rows = re.findall(r"^\| (ce|ce\+z_loss) \| ([\d,]+) \| (\d+\.\d+) ± (\d+\.\d+) \| ([\d,]+) \| (\S+) \| 6 \| 2 \|$",
+                      md, re.M)
+    assert [r[0] for r in rows] == ["ce", "ce+z_loss"]
+    for variant, params, mean, std, speed, flops in rows:
+        results = [json.loads((out / variant / f"seed{s}" / "result.json").read_text()) for s in (0, 1)]
+        bpbs = [r["val_bpb"] for r in results]
+        assert float(mean) == pytest.approx(sum(bpbs) / 2, abs=1e-4)
+        assert float(std) == pytest.approx(abs(bpbs[0] - bpbs[1]) / math.sqrt(2), abs=1e-4)  # sample std of 2
+        assert int(params.replace(",", "")) == results[0]["params"] > 0
+        assert int(speed.replace(",", "")) > 0 and float(flops) > 0
+        assert bpbs[0] != bpbs[1]  # the seeds differ
+    assert len(re.findall(r"^\| ce(\+z_loss)? \| [01] \| ", md, re.M)) == 4  # one row per run
+    png = (out / "compare.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(out / "compare.png"))
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+    # a second call trains nothing: every run has its result.json
+    stamp = (out / "ce" / "seed0" / "metrics.jsonl").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "starting fresh" not in capsys.readouterr().out
+    assert (out / "ce" / "seed0" / "metrics.jsonl").stat().st_mtime_ns == stamp
+
+
+def _compare_file(tmp_path: Path, budget: str, variants: str = "{a: [], b: [optimizer.lr=1e-3]}") -> Path:
+    path = tmp_path / "cmp.yaml"
+    path.write_text(f"base: {REPO / 'configs' / 'pretrain' / 'shakespeare-tiny.yaml'}\n"
+                    f"variants: {variants}\nseeds: [0, 1]\nbudget: {budget}\n")
+    return path
+
+
+def test_bytes_and_flops_budgets_become_steps(tmp_path):
+    from stlm_selfplay.config import build_model_config
+    from stlm_selfplay.model.flops import flops_per_byte
+
+    spec = load_compare(_compare_file(tmp_path, "{bytes: 100000}"), _data_overrides(tmp_path))
+    cfg = run_config(spec, "b", 1)
+    assert bytes_per_step(cfg) == 16 * 127
+    assert cfg.schedule.steps == math.ceil(100000 / (16 * 127)) and cfg.run.seed == 1
+    assert cfg.optimizer.lr == 1e-3 and Path(cfg.run.out_dir) == Path("runs") / "cmp" / "b" and cfg.run.name == "seed1"
+    spec = load_compare(_compare_file(tmp_path, "{flops: 1.0e12}"), _data_overrides(tmp_path))
+    cfg = run_config(spec, "a", 0)
+    fpb = flops_per_byte(build_model_config(cfg.model))
+    assert cfg.schedule.steps == math.ceil(1.0e12 / (fpb * 16 * 127))
+
+
+@pytest.mark.parametrize("budget,variants,message", [
+    ("{tokens: 5}", "{a: []}", "unknown budget 'tokens'"),
+    ("{steps: 5, bytes: 9}", "{a: []}", "exactly one of"),
+    ("{steps: -1}", "{a: []}", "must be a number > 0"),
+    ("{steps: 5}", "{a: [data.path=other.txt]}", "may not override 'data.path'"),
+    ("{steps: 5}", "{a: [run.seed=3]}", "may not override 'run.seed'"),
+    ("{steps: 5}", "{a: [optimizer.lrr=1]}", "unknown config key 'optimizer.lrr'"),
+    ("{steps: 5}", "{a: ['objectives=[{name: cee}]']}", "unknown objective 'cee'"),
+])
+def test_bad_compare_configs_are_one_line_errors(tmp_path, capsys, budget, variants, message):
+    path = _compare_file(tmp_path, budget, variants)
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_compare(path, _data_overrides(tmp_path))
+    capsys.readouterr()
+    assert main(["compare", str(path), *_data_overrides(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "runs").exists()
