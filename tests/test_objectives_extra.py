@@ -272,3 +272,21 @@ def test_layer_dropout_rates_follow_the_formula():
     assert layer_dropout_rates(0, 10, 4, 0.2, True) == [0.0] * 4  # S(0) = 0 from scratch
     assert layer_dropout_rates(0, 10, 4, 0.2, False) == pytest.approx([(2 ** (l / 3) - 1) * 0.2 for l in range(4)])
     assert layer_dropout_rates(3, 10, 1, 0.5, True) == [0.0]
+
+
+# ----------------------------------------------------------------------------- mtp
+
+
+@pytest.mark.parametrize("anneal,w", [("none", 1.0), ("linear", 0.75), ("cosine", (1 + math.cos(math.pi / 4)) / 2)])
+def test_mtp_is_annealed_sum_of_head_ces(anneal, w):
+    g = torch.Generator().manual_seed(8)
+    heads = [torch.randn(2, 5, 259, generator=g).requires_grad_(True) for _ in range(2)]
+    logits, batch = _batch()
+    batch.step, batch.total_steps = 25, 100
+    out = build_objective({"name": "mtp", "anneal": anneal})[0](SimpleNamespace(logits=logits, mtp_logits=heads), batch)
+    ces = [sum(_nll(h.detach(), b, t, batch.input_ids) for b, t in TARGETS) / len(TARGETS) for h in heads]
+    torch.testing.assert_close(out.loss, torch.tensor(w * sum(ces)), rtol=1e-5, atol=1e-6)
+    out.loss.backward()
+    assert all(torch.count_nonzero(h.grad) > 0 for h in heads)
+    with pytest.raises(UserError, match="multi-byte prediction heads"):
+        build_objective({"name": "mtp"})[0](SimpleNamespace(logits=logits, mtp_logits=None), batch)
