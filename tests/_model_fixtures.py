@@ -34,16 +34,20 @@ def text_bytes(limit: int = 200_000) -> bytes:
 
 
 def train_steps(model, data: bytes, steps: int, *, seq_len: int = 128, batch: int = 8, lr: float = 3e-3,
-                seed: int = 0) -> list[float]:
-    """Plain AdamW on random windows of `data` (own generator); returns the loss of every step."""
+                seed: int = 0, whole_text: bool = False) -> list[float]:
+    """Plain AdamW on `batch` random windows of `data` (own generator), or with `whole_text` on
+    all of `data` cut into seq_len chunks every step; returns the loss of every step."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.tensor(list(data), dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     losses = []
     for _ in range(steps):
-        starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=gen)
-        x = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
+        if whole_text:
+            x = ids[: len(ids) // seq_len * seq_len].view(-1, seq_len)
+        else:
+            starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=gen)
+            x = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
         loss = model(x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
