@@ -94,3 +94,9 @@ def test_bad_compare_configs_are_one_line_errors(tmp_path, capsys, budget, varia
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_missing_compare_config_is_one_line_exit_2(capsys):
+    assert main(["compare", "no-such-compare.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: compare config 'no-such-compare.yaml' not found") and err.count("\n") == 1
