@@ -21,6 +21,7 @@ first use (safetensors only) and kept out of the objective's parameters and stat
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,7 @@ def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, loss:
         return kl(log_p, log_q)
     if loss == "reverse_kl":
         return kl(log_q, log_p)
-    log_m = torch.logsumexp(torch.stack([log_p + torch.log(torch.tensor(beta)),
-                                         log_q + torch.log(torch.tensor(1.0 - beta))]), dim=0)
+    log_m = torch.logsumexp(torch.stack([log_p + math.log(beta), log_q + math.log(1.0 - beta)]), dim=0)
     return beta * kl(log_p, log_m) + (1.0 - beta) * kl(log_q, log_m)
 
 
