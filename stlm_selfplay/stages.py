@@ -18,6 +18,7 @@ stages resume exactly). A stage stopped by SIGINT/SIGTERM saves a checkpoint and
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -106,26 +107,31 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
 
     check_staged(cfg)
     root = run_dir_of_config(cfg)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the run folder
+    say = print if main_process else (lambda *args, **kwargs: None)
     threads = torch.get_num_threads()
     if cfg.run.cpu_threads:
         torch.set_num_threads(cfg.run.cpu_threads)
     started = time.perf_counter()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(root / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
-        if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
-            write_text_atomic(root / COMMAND_FILE, command + "\n")
+        if main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(root / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
+            if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
+                write_text_atomic(root / COMMAND_FILE, command + "\n")
         for i, stage in enumerate(cfg.stages):
             scfg = stage_config(cfg, stage)
             done, total = stage_progress(cfg, stage), stage_steps(cfg, stage)
             if done >= total:
-                print(f"stage {i + 1}/{len(cfg.stages)} {stage}: done ({done}/{total})")
+                say(f"stage {i + 1}/{len(cfg.stages)} {stage}: done ({done}/{total})")
                 continue
-            print(f"stage {i + 1}/{len(cfg.stages)} {stage}: " + (f"resuming at {done}/{total}" if done else "starting"))
+            say(f"stage {i + 1}/{len(cfg.stages)} {stage}: " + (f"resuming at {done}/{total}" if done else "starting"))
             summary = _run_stage(scfg, stage)
             if summary.get("stopped_by_signal"):
-                print(f"stopped during stage {stage}; run the same command again to resume", file=sys.stderr)
+                say(f"stopped during stage {stage}; run the same command again to resume", file=sys.stderr)
                 return INTERRUPTED
+        if not main_process:
+            return 0
         evaluate_run(cfg)
         path = write_report(root)
         print(f"report: {path}  ({time.perf_counter() - started:.0f} s in this call)")
