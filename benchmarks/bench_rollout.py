@@ -2,7 +2,8 @@
 
 The same model (pretrained briefly on random-play tic-tac-toe transcripts, so it writes legal
 moves) plays the same self-play games (the model in both seats, free-text moves sampled at
-temperature 1, seeds 0..N-1):
+temperature 1, seeds 0..N-1; an illegal move is replaced by a random legal one, so every game
+runs to its natural end whatever the model writes):
 
 - engine: `stlm_selfplay.selfplay.rollout.play` with all N games at once (one batched,
   KV-cached sampler call per tick);
@@ -39,6 +40,7 @@ from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom  # noqa: 
 from stlm_selfplay.selfplay.rollout import EpisodeSpec, play  # noqa: E402
 
 GAME = "tictactoe"
+OPTIONS = {"illegal": "random"}  # an illegal move becomes a random legal one: every game runs to its natural end
 MAX_ACTION_BYTES = 8
 
 
@@ -81,7 +83,7 @@ def forward_time(modules: list[torch.nn.Module], totals: dict):
 
 
 def engine(model, games: int, seed: int) -> dict:
-    specs = [EpisodeSpec(GAME, seed + i, ["learner", "learner"]) for i in range(games)]
+    specs = [EpisodeSpec(GAME, seed + i, ["learner", "learner"], dict(OPTIONS)) for i in range(games)]
     policy = ModelPolicy(model, mode="free", temperature=1.0, max_action_bytes=MAX_ACTION_BYTES)
     totals: dict = {}
     parts = [m for m in (model.trunk, model.encoder, model.decoder) if any(True for _ in m.parameters())]
@@ -102,7 +104,7 @@ def naive(model, games: int, seed: int) -> dict:
     moves = illegal = 0
     start = time.perf_counter()
     for i in range(games):
-        game = make(GAME)
+        game = make(GAME, **OPTIONS)
         game.reset(seed=seed + i)
         while not game.done:
             prompt = format_prompt(game, game.current_player, style="compact").encode()
@@ -129,7 +131,7 @@ def main() -> None:
         args.games, args.naive_games = 32, 2
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as work:
-        model = pretrained_model(Path(work), GAME, steps=5 if args.quick else 300, quick=args.quick)
+        model = pretrained_model(Path(work), GAME, steps=5 if args.quick else 200, quick=args.quick)
     model.eval()
     engine(model, min(args.games, 8), args.seed + 10_000)  # warm-up (allocator, first-call costs)
     fast = engine(model, args.games, args.seed)
