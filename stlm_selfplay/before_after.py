@@ -82,9 +82,9 @@ def check_bots(games: list[str], bots: list[str]) -> None:
             raise UserError(f"evaluation.bots: '{bot}' is a bot of none of {', '.join(games)}; valid: {', '.join(sorted(known))}")
 
 
-def evaluate_run(cfg: RootConfig, force: bool = False) -> dict | None:
+def evaluate_run(cfg: RootConfig) -> dict | None:
     """Evaluate the run's models and write evaluation.json (kept when it already holds these
-    checkpoints and settings, unless `force`); returns its content, None when nothing to do."""
+    checkpoints and settings); returns its content, None when there is nothing to evaluate."""
     from tqdm.auto import tqdm
 
     from stlm_selfplay.runs import load_model
@@ -100,7 +100,7 @@ def evaluate_run(cfg: RootConfig, force: bool = False) -> dict | None:
     settings = {"models": {k: str(v) for k, v in models.items()}, "games": games, "bots": list(ev.bots),
                 "episodes": ev.episodes, "temperature": ev.temperature, "mode": action_mode(cfg), "seed": seed,
                 "sample_games": ev.sample_games}
-    if path.is_file() and not force:
+    if path.is_file():
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
             return old
