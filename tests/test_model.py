@@ -80,9 +80,8 @@ def test_plain_gpt_is_embedding_trunk_norm_tied_head():
     model = STLMForCausalLM(plain_gpt_config()).eval()
     x = sample_text(20, seed=3)[None]
     with torch.no_grad():
-        h = model.byte_embed(x)
-        cos_sin_pos = torch.arange(20)[None]
-        state, _ = model.trunk(h, cos_sin_pos)
+        h = model.byte_embed(x) * 64 ** 0.5  # input embeddings are scaled by sqrt(d_local)
+        state, _ = model.trunk(h, torch.arange(20)[None])
         expected = model.trunk.norm(state) @ model.byte_embed.weight.T
         torch.testing.assert_close(model(x).logits, expected, rtol=1e-5, atol=1e-5)
 

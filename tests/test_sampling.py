@@ -14,7 +14,7 @@ from stlm_selfplay.model.tokenizer import EOS_ID
 PROMPTS = [b"", b"ROMEO:", b"First Citizen:\nBefore we proceed", b"the ", b"KING HENRY", b"O", b"And so", b"What say you, my lord? "]
 
 
-@pytest.mark.parametrize("patching,new_bytes", [("fixed", 200), ("dynamic", 60)])
+@pytest.mark.parametrize("patching,new_bytes", [("fixed", 200), ("dynamic", 40)])
 def test_cached_and_uncached_sampling_agree(patching, new_bytes):
     """8 ragged prompts (left-padded in the uncached reference), a model trained 50 steps."""
     model = trained_model(patching)
