@@ -2,8 +2,9 @@
 
 The JSON line (`_common.report`) must carry the shared keys, `quick: true`, at least one row,
 and the row keys listed below for each benchmark (scripts not listed: the shared keys only).
-Together the scripts take over a minute, so the two slowest (bench_rollout and bench_selfplay,
-which first pretrain a small game model) run only under `pytest -m slow`.
+Together the scripts take over a minute, so the three slowest run only under `pytest -m slow`:
+bench_rollout and bench_selfplay (each first pretrains a small game model) and bench_model
+(~80 s of CPU time with --quick when this test was written). The default five take ~30 s of CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SLOW = {"bench_rollout", "bench_selfplay"}
+SLOW = {"bench_model", "bench_rollout", "bench_selfplay"}
 SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}
 ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_lm": {"variant", "params", "nats_per_byte", "nats_std", "bits_per_byte", "bytes_per_s", "steps"},
