@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 import stlm_selfplay  # noqa: F401  (registers the Auto classes)
 from stlm_selfplay.model import STLMConfig, STLMForCausalLM, STLMOutput
 from stlm_selfplay.model.patching import dynamic_patch_ids
-from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.model.modeling import NEVER_EMITTED_LOGIT
+from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 CAUSAL_CONFIGS = {
     "P1-local": dict(patch_size=1),
@@ -83,6 +84,7 @@ def test_plain_gpt_is_embedding_trunk_norm_tied_head():
         h = model.byte_embed(x) * 64 ** 0.5  # input embeddings are scaled by sqrt(d_local)
         state, _ = model.trunk(h, torch.arange(20)[None])
         expected = model.trunk.norm(state) @ model.byte_embed.weight.T
+        expected[..., [PAD_ID, BOS_ID]] = NEVER_EMITTED_LOGIT  # the model never emits pad or bos
         torch.testing.assert_close(model(x).logits, expected, rtol=1e-5, atol=1e-5)
 
 

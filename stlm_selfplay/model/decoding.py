@@ -88,7 +88,7 @@ class DecodeState:
         hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)
         idx = (read_slot - start).clamp(0, n - 1)
         picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
-        return F.linear(picked, model.head_weight().to(picked.dtype)).float()
+        return model.head(picked).float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one byte per row (tokens [B] long) and return the new logits [B, V]."""

@@ -25,7 +25,11 @@ from transformers.modeling_outputs import CausalLMOutput
 from stlm_selfplay.model.config import STLMConfig
 from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rope_angles
 from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
-from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
+
+# Logit given to ids the model never emits (PAD, BOS): exp(-1e4) is 0 in fp32 and bf16, so the
+# distribution is exactly the one over bytes + EOS, yet a masked-out PAD target costs a finite NLL.
+NEVER_EMITTED_LOGIT = -1e4
 
 
 @dataclass
@@ -191,6 +195,13 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
     def head_weight(self) -> torch.Tensor:
         return self.byte_embed.weight if self.lm_head is None else self.lm_head.weight
 
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states -> logits over the vocabulary; PAD and BOS, which the model never
+        emits, get NEVER_EMITTED_LOGIT. Every path to logits (training, sampling, scoring) uses it."""
+        logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
+        never = torch.tensor([PAD_ID, BOS_ID], device=logits.device)
+        return logits.index_fill(-1, never, NEVER_EMITTED_LOGIT)
+
     # ------------------------------------------------------------------ building blocks
     def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor) -> torch.Tensor:
         """[B, N, Pm] patch bytes -> [B, N, d_model] trunk inputs."""
@@ -219,8 +230,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if logits_to_keep and layout.offsets is None:
             read = read[:, -logits_to_keep:]
         hidden = hidden.gather(1, read.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
-        logits = unalign(logits, layout.offsets)
+        logits = unalign(self.head(hidden), layout.offsets)
         if logits_to_keep and layout.offsets is not None:
             logits = logits[:, -logits_to_keep:]
         return logits

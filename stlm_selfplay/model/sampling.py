@@ -36,11 +36,9 @@ class Completion:
 
 
 def emit_logprobs(logits: torch.Tensor) -> torch.Tensor:
-    """log-softmax over bytes and EOS (pad and bos get -inf), in fp32."""
-    logits = logits.float().clone()
-    logits[..., PAD_ID] = float("-inf")
-    logits[..., BOS_ID] = float("-inf")
-    return torch.log_softmax(logits, dim=-1)
+    """log-softmax in fp32. The model already gives PAD and BOS a logit of -1e4 (probability 0),
+    so this is the same distribution the training loss, `score` and the RL objectives use."""
+    return torch.log_softmax(logits.float(), dim=-1)
 
 
 def fit_context(ids: list[int], budget: int, truncate_left: bool, what: str) -> list[int]:
