@@ -128,6 +128,7 @@ def main() -> None:
         args.minutes, args.pretrain_steps, args.eval_every, args.episodes, args.final_episodes = 0.0001, 5, 1, 2, 2
         args.runs = "ttt-constrained,kuhn"
     model = QUICK_MODEL if args.quick else MODEL
+    torch.set_num_threads(1)  # the final matches run here; >1 thread thrashes on a shared machine
     rows, finals, started = [], {}, time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
