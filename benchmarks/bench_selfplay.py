@@ -32,7 +32,7 @@ from _common import base_parser, report  # noqa: E402
 
 from stlm_selfplay.config import load_config  # noqa: E402
 from stlm_selfplay.runs import latest_checkpoint, load_model  # noqa: E402
-from stlm_selfplay.selfplay.config import load_run_config  # noqa: E402
+from stlm_selfplay.config import load_config  # noqa: E402
 from stlm_selfplay.selfplay.evaluate import evaluate_model  # noqa: E402
 from stlm_selfplay.selfplay.loop import selfplay  # noqa: E402
 from stlm_selfplay.train.metrics import read_metrics  # noqa: E402
@@ -84,7 +84,7 @@ def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, ep
                  f"mode: {mode}, temperature: 1.0}}]",
                  f"selfplay.eval.every={eval_every}", f"selfplay.eval.bots={bots}", f"selfplay.eval.episodes={episodes}",
                  "selfplay.eval.ratings=false", f"selfplay.eval.optimal_rate={optimal_rate and game == 'tictactoe'}"]
-    cfg = load_run_config(None, overrides)
+    cfg = load_config(None, overrides)
     trained = 0.0
     while trained < minutes * 60:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.selfplay.config import SelfPlayConfig
 
 
 @dataclass
@@ -113,11 +114,6 @@ class LoggingConfig:
     sample_prompt: str = ""  # prompt for that sample ("" = start of a document)
     sample_temperature: float = 0.8  # sampling temperature for that sample
     progress: bool = True  # tqdm progress bar (rank 0 only)
-
-
-@dataclass
-class SelfPlayConfig:
-    """Placeholder: the self-play issue replaces this with its own dataclass."""
 
 
 @dataclass

@@ -55,9 +55,6 @@ def stage_config(cfg: RootConfig, stage: str) -> RootConfig:
     pretrain stage's final checkpoint unless `selfplay.init_from` names a model."""
     run = dataclasses.replace(cfg.run, out_dir=str(run_dir_of_config(cfg)), name=stage)
     out = dataclasses.replace(cfg, run=run)
-    declared = type(RootConfig().selfplay)
-    if stage == "pretrain" and not isinstance(cfg.selfplay, declared):
-        out = dataclasses.replace(out, selfplay=declared())  # until the root config declares SelfPlayConfig
     if stage == "selfplay" and "pretrain" in cfg.stages and not cfg.selfplay.init_from:
         out = dataclasses.replace(out, selfplay=dataclasses.replace(
             cfg.selfplay, init_from=str(stage_dir(run_dir_of_config(cfg), "pretrain"))))
@@ -79,15 +76,11 @@ def stage_progress(cfg: RootConfig, stage: str) -> int:
 
 def check_staged(cfg: RootConfig) -> None:
     """What `stlm run` needs beyond each stage's own checks."""
-    from stlm_selfplay.selfplay.config import SelfPlayConfig
-
     if not cfg.stages:
         raise UserError("config key 'stages' is empty; e.g. stages: [pretrain, selfplay]")
     if len(set(cfg.stages)) != len(cfg.stages):
         raise UserError(f"config key 'stages' repeats a stage: {cfg.stages}")
     if "selfplay" in cfg.stages:
-        if not isinstance(cfg.selfplay, SelfPlayConfig):
-            raise UserError("stage 'selfplay' needs the self-play section; load the config with load_run_config")
         from stlm_selfplay.runs import resolve_model_folder
         from stlm_selfplay.selfplay.config import check_selfplay
 

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 from stlm_selfplay.runs import latest_checkpoint
-from stlm_selfplay.selfplay.config import load_run_config
+from stlm_selfplay.config import load_config
 
 # a ~110k-parameter STLM: 2-byte patches, one local layer each side, two trunk layers
 PRETRAIN = ["model.preset=tiny", "model.overrides.d_model=64", "model.overrides.n_layers=2",
@@ -58,4 +58,4 @@ def selfplay_overrides(init_from: Path, out_dir: Path, name: str, **selfplay) ->
 
 
 def selfplay_config(init_from: Path, out_dir: Path, name: str, **selfplay):
-    return load_run_config(None, selfplay_overrides(init_from, out_dir, name, **selfplay))
+    return load_config(None, selfplay_overrides(init_from, out_dir, name, **selfplay))

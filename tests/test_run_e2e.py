@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from stlm_selfplay.runs import latest_checkpoint, load_model
-from stlm_selfplay.selfplay.config import load_run_config
+from stlm_selfplay.config import load_config
 from stlm_selfplay.selfplay.ratings import read_rows
 from stlm_selfplay.train.metrics import read_metrics
 from test_report import assert_valid_png
@@ -56,7 +56,7 @@ def micro(tmp_path_factory):
 def test_micro_run_writes_config_metrics_checkpoint_and_report(micro):
     run, out, err, seconds = micro
     assert seconds < 90, f"micro run took {seconds:.0f} CPU seconds"
-    cfg = load_run_config(run / "config.yaml")  # the resolved config loads back as it was
+    cfg = load_config(run / "config.yaml")  # the resolved config loads back as it was
     assert cfg.stages == ["pretrain", "selfplay"] and cfg.run.name == "micro"
     assert (run / "command.txt").read_text().startswith("stlm run ")
     pretrain_rows = read_metrics(run / "pretrain" / "metrics.jsonl")

@@ -12,7 +12,8 @@ import torch
 from _pretrain_helpers import TINY_MODEL, stlm
 from _selfplay_fixtures import selfplay_overrides
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.selfplay.config import PoolConfig, SelfPlayConfig, StageConfig, check_selfplay, load_run_config
+from stlm_selfplay.config import load_config
+from stlm_selfplay.selfplay.config import PoolConfig, SelfPlayConfig, StageConfig, check_selfplay
 from stlm_selfplay.selfplay.evaluate import (average_kuhn_table, constrained_probs, kuhn_table, own_reach)
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_SAMPLERS, Pool, plan_games, split_counts
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
@@ -34,15 +35,15 @@ def tiny():
 
 
 def test_config_loads_selfplay_keys_and_rejects_bad_ones(tmp_path):
-    cfg = load_run_config(None, ["selfplay.updates=7", "selfplay.pool.sampling=latest",
+    cfg = load_config(None, ["selfplay.updates=7", "selfplay.pool.sampling=latest",
                                  "selfplay.stages=[{games: {nim: 1.0}, opponents: {random: 1.0}, mode: free}]"])
     assert isinstance(cfg.selfplay, SelfPlayConfig) and cfg.selfplay.updates == 7
     assert cfg.selfplay.stages[0].mode == "free" and cfg.selfplay.stages[0].games == {"nim": 1.0}
     with pytest.raises(UserError, match="updatse"):
-        load_run_config(None, ["selfplay.updatse=3"])
+        load_config(None, ["selfplay.updatse=3"])
     path = tmp_path / "sp.yaml"
     path.write_text("run: {name: x}\nselfplay: {games_per_update: 8, eval: {every: 3}}\n")
-    cfg = load_run_config(path, ["run.seed=5"])
+    cfg = load_config(path, ["run.seed=5"])
     assert (cfg.run.name, cfg.run.seed, cfg.selfplay.games_per_update, cfg.selfplay.eval.every) == ("x", 5, 8, 3)
 
 
@@ -154,7 +155,7 @@ def test_free_mode_illegal_text_is_counted_not_raised(tmp_path):
     from stlm_selfplay.selfplay.loop import selfplay
 
     # a fresh (untrained) model writing free text: most of its moves are illegal
-    cfg = load_run_config(None, TINY_MODEL + selfplay_overrides(
+    cfg = load_config(None, TINY_MODEL + selfplay_overrides(
         "", tmp_path, "free", updates=2, games_per_update=8, eval__episodes=4, advantages__illegal_penalty=0.5,
         stages="[{games: {tictactoe: 1.0}, opponents: {random: 0.5, self: 0.5}, mode: free}]"))
     summary = selfplay(cfg)
@@ -191,7 +192,7 @@ def test_auxiliary_objective_kl_reference_and_curriculum(tmp_path):
 
     stages = ("[{games: {tictactoe: 1.0}, opponents: {self: 1.0}, until_update: 1},"
               " {games: {kuhn_poker: 1.0}, opponents: {random: 1.0}, temperature: 0.5}]")
-    cfg = load_run_config(None, TINY_MODEL + selfplay_overrides(
+    cfg = load_config(None, TINY_MODEL + selfplay_overrides(
         "", tmp_path, "aux", updates=2, games_per_update=4, stages=stages, eval__episodes=2, eval__games="[tictactoe]",
         objectives="[{name: grpo, beta: 0.1}, {name: ce, weight: 0.5}]"))
     selfplay(cfg)
@@ -205,7 +206,7 @@ def test_auxiliary_objective_kl_reference_and_curriculum(tmp_path):
 
 
 def test_bundled_selfplay_config_is_valid(repo_root):
-    cfg = load_run_config(repo_root / "configs" / "selfplay" / "tictactoe-constrained.yaml")
+    cfg = load_config(repo_root / "configs" / "selfplay" / "tictactoe-constrained.yaml")
     check_selfplay(cfg.selfplay)
     assert cfg.selfplay.stages[0].opponents == {"random": 0.5, "self": 0.3, "pool": 0.2}
     assert cfg.selfplay.advantages.normalize and cfg.run.name == "ttt-selfplay"

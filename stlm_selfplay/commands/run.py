@@ -31,14 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     from omegaconf import OmegaConf
 
-    from stlm_selfplay.selfplay.config import load_run_config
+    from stlm_selfplay.config import load_config
     from stlm_selfplay.stages import command_line, find_config, run_stages
 
     overrides = list(args.overrides)
     if args.config is not None and "=" in args.config and not args.config.endswith(".yaml"):
         overrides, args.config = [args.config] + overrides, None  # `stlm run key=value`: the quickstart
     path = find_config(args.config)
-    cfg = load_run_config(path, overrides)
+    cfg = load_config(path, overrides)
     if args.print_config:
         print(OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))), end="")
         return 0

@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
 
     from omegaconf import OmegaConf
 
-    from stlm_selfplay.selfplay.config import load_run_config
+    from stlm_selfplay.config import load_config
 
-    cfg = load_run_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))), end="")
         return 0

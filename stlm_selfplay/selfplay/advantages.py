@@ -133,7 +133,8 @@ class RAE(Estimator):
         return np.asarray(turns.reward, dtype=np.float64) - before[unit]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baselines": [[game, role, b] for (game, role), b in sorted(self.baselines.items())]}
+        # plain Python numbers, so the state loads with torch.load(weights_only=True)
+        return {"baselines": [[str(game), int(role), float(b)] for (game, role), b in sorted(self.baselines.items())]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.baselines = {(game, int(role)): float(b) for game, role, b in state.get("baselines", [])}

@@ -157,8 +157,6 @@ def selfplay(cfg: RootConfig, max_updates: int | None = None) -> dict:
 
 def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updates: int | None) -> dict:
     sp: SelfPlayConfig = cfg.selfplay
-    if not isinstance(sp, SelfPlayConfig):
-        raise UserError("the config has no self-play section; load it with stlm_selfplay.selfplay.config.load_run_config")
     check_selfplay(sp, dist.world_size)
     # -- everything the user can get wrong is checked before the run folder is written
     run_dir = run_dir_of_config(cfg)
