@@ -76,7 +76,7 @@ def _hand_divergence(s_row, t_row, kind, beta, tau):
         return [x / sum(e) for x in e]
 
     q, p = softmax(s_row), softmax(t_row)
-    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b))  # noqa: E731
+    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)  # noqa: E731  (0 log 0 = 0)
     if kind == "forward_kl":
         return kl(p, q)
     if kind == "reverse_kl":
