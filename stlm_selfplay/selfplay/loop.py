@@ -143,16 +143,7 @@ def selfplay(cfg: RootConfig, max_updates: int | None = None) -> dict:
     """Run (or resume) self-play per `cfg.selfplay`; returns the summary. torchrun for DDP.
 
     `max_updates` stops this call after that many updates (with a checkpoint); the next call resumes."""
-    device = D.select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
-    dist = D.init_distributed(device)
-    threads = torch.get_num_threads()
-    if cfg.run.cpu_threads:
-        torch.set_num_threads(cfg.run.cpu_threads)
-    try:
-        return _selfplay(cfg, device, dist, max_updates)
-    finally:
-        torch.set_num_threads(threads)
-        D.shutdown_distributed(dist)
+    return D.launch(cfg.run, lambda device, dist: _selfplay(cfg, device, dist, max_updates))
 
 
 def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updates: int | None) -> dict:

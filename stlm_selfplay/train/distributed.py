@@ -69,6 +69,22 @@ def shutdown_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def launch(run_cfg, body, *args):
+    """Run `body(device, dist_info, *args)` with the run's device, process group (under torchrun)
+    and CPU thread count (`run.cpu_threads`), restoring torch's thread count and leaving the
+    process group afterwards. The one entry used by `pretrain` and `selfplay`."""
+    device = select_device(run_cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device)
+    threads = torch.get_num_threads()
+    if run_cfg.cpu_threads:
+        torch.set_num_threads(run_cfg.cpu_threads)
+    try:
+        return body(device, info, *args)
+    finally:
+        torch.set_num_threads(threads)
+        shutdown_distributed(info)
+
+
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

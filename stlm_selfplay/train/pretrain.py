@@ -16,7 +16,6 @@ uninterrupted run (the data order and learning rate are pure functions of the st
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -78,16 +77,7 @@ def pretrain(cfg: RootConfig, max_steps: int | None = None) -> dict:
     `max_steps` stops this call after that many optimizer steps (with a checkpoint), leaving the
     schedule untouched: the next call resumes where it stopped.
     """
-    device = D.select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
-    dist = D.init_distributed(device)
-    threads = torch.get_num_threads()
-    if cfg.run.cpu_threads:
-        torch.set_num_threads(cfg.run.cpu_threads)
-    try:
-        return _pretrain(cfg, device, dist, max_steps)
-    finally:
-        torch.set_num_threads(threads)
-        D.shutdown_distributed(dist)
+    return D.launch(cfg.run, lambda device, dist: _pretrain(cfg, device, dist, max_steps))
 
 
 def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps: int | None) -> dict:
