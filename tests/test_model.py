@@ -172,8 +172,6 @@ def test_shared_ffn_saves_parameters_and_its_lora_learns():
 
 
 @pytest.mark.slow  # minutes on a shared 2-core machine
-@pytest.mark.xfail(strict=True, reason="known open acceptance item of issue 2: the model reaches about "
-                   "2.2 bits/byte here, not < 0.1; strict, so a fix makes this mark fail and get removed")
 def test_tiny_model_overfits_4kb_to_under_0_1_bits_per_byte_in_300_steps():
     data = text_bytes()[:4096]
     torch.manual_seed(0)
