@@ -1,1 +1,13 @@
 """Subcommands of `stlm`: one module each, with `add_arguments(parser)` and `run(args)`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, example: str,
+                         optional: bool = False) -> None:
+    """`CONFIG [key=value ...] [--print-config]`, shared by run, pretrain and selfplay."""
+    parser.add_argument("config", help=config_help, **({"nargs": "?", "default": None} if optional else {}))
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from stlm_selfplay.commands import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (see configs/pretrain/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. optimizer.lr=1e-3 data.path=input.txt")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_arguments(parser, "YAML config (see configs/pretrain/)", "optimizer.lr=1e-3 data.path=input.txt")
 
 
 def run(args: argparse.Namespace) -> int:

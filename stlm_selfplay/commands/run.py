@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from stlm_selfplay.commands import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
@@ -19,19 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "           stlm run configs/micro.yaml run.name=try selfplay.updates=20\n"
                      "           stlm run micro      (a bundled config by name, from any folder)")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("config", nargs="?", default=None,
-                        help="YAML config with `stages` (default: the bundled configs/quickstart.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. run.name=mine selfplay.updates=50 run.device=cuda")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_arguments(parser, "YAML config with `stages` (default: the bundled configs/quickstart.yaml)",
+                         "run.name=mine selfplay.updates=50 run.device=cuda", optional=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from omegaconf import OmegaConf
-
-    from stlm_selfplay.config import load_config
+    from stlm_selfplay.config import config_to_yaml, load_config
     from stlm_selfplay.stages import command_line, find_config, run_stages
 
     overrides = list(args.overrides)
@@ -40,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     path = find_config(args.config)
     cfg = load_config(path, overrides)
     if args.print_config:
-        print(OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))), end="")
+        print(config_to_yaml(cfg), end="")
         return 0
     return run_stages(cfg, command_line(["run", *([args.config] if args.config else []), *overrides]))

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import argparse
 
+from stlm_selfplay.commands import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (see configs/selfplay/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. selfplay.init_from=runs/ttt-pretrain selfplay.updates=50")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_arguments(parser, "YAML config (see configs/selfplay/)",
+                         "selfplay.init_from=runs/ttt-pretrain selfplay.updates=50")
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from omegaconf import OmegaConf
-
-    from stlm_selfplay.config import load_config
+    from stlm_selfplay.config import config_to_yaml, load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        print(OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))), end="")
+        print(config_to_yaml(cfg), end="")
         return 0
     from stlm_selfplay.selfplay.loop import selfplay
 
