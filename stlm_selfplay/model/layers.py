@@ -14,10 +14,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [*positions.shape, head_dim/2]:  angle(p, i) = p * theta^(-2i/head_dim)."""
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float,
+                max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [*positions.shape, head_dim/2]:  angle(p, i) = p * theta^(-2i/head_dim).
+
+    With `max_len` (every position is < max_len, as the caller's cache guarantees) the values are
+    read from a table of positions 0..max_len-1 computed once with the same formula: one gather
+    instead of ~6 kernels, which matters in per-byte decoding."""
+    if max_len is None or positions.shape[-1] > max_len:
+        return _angles(positions.float(), head_dim, theta)
+    key = (head_dim, float(theta), max_len, positions.device)
+    if key not in _ROPE_TABLES:
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in training too
+            _ROPE_TABLES[key] = _angles(
+                torch.arange(max_len, device=positions.device, dtype=torch.float32), head_dim, theta)
+    cos, sin = _ROPE_TABLES[key]
+    return cos[positions], sin[positions]
+
+
+_ROPE_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float().unsqueeze(-1) * inv_freq
+    angles = positions.unsqueeze(-1) * inv_freq
     return angles.cos(), angles.sin()
 
 
@@ -34,11 +54,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 @dataclass
 class CacheStep:
     """Where new tokens go in a KV cache: rows `rows` (None = all rows, in order), starting at
-    per-row position `start` [s]; attention covers cache positions [0, length)."""
+    per-row position `start` [s]; attention covers cache positions [0, length).
+
+    The write positions and the attention mask are the same for every layer of a step, so they
+    are built once (`positions`) and shared."""
 
     rows: torch.Tensor | None
     start: torch.Tensor
     length: int
+    _built: tuple | None = None
+
+    def positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row index [s, 1], write positions [s, n], mask [s, 1, n, length]: key <= query)."""
+        if self._built is None or self._built[1].shape[1] != n:
+            device = self.start.device
+            pos = self.start[:, None] + torch.arange(n, device=device)
+            rows = torch.arange(pos.shape[0], device=device) if self.rows is None else self.rows
+            mask = torch.arange(self.length, device=device)[None, None, :] <= pos[:, :, None]
+            self._built = (rows[:, None], pos, mask[:, None])
+        return self._built
 
 
 class LayerCache:
@@ -51,18 +85,14 @@ class LayerCache:
     def update(self, k: torch.Tensor, v: torch.Tensor, step: CacheStep):
         """Write k, v [s, H, n, d] at positions start..start+n-1; return all keys, values
         [s, H, length, d] and the mask [s, 1, n, length] (key position <= query position)."""
-        n = k.shape[2]
-        offsets = torch.arange(n, device=k.device)
-        pos = step.start[:, None] + offsets  # [s, n]
-        rows = torch.arange(k.shape[0], device=k.device) if step.rows is None else step.rows
-        self.k[rows[:, None], :, pos] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[rows[:, None], :, pos] = v.transpose(1, 2).to(self.v.dtype)
+        rows, pos, mask = step.positions(k.shape[2])
+        self.k[rows, :, pos] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[rows, :, pos] = v.transpose(1, 2).to(self.v.dtype)
         if step.rows is None:
             keys, values = self.k[:, :, : step.length], self.v[:, :, : step.length]
         else:
             keys, values = self.k[step.rows, :, : step.length], self.v[step.rows, :, : step.length]
-        mask = torch.arange(step.length, device=k.device)[None, None, :] <= pos[:, :, None]
-        return keys, values, mask[:, None]
+        return keys, values, mask
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (e.g. to expand one context into many continuations)."""
@@ -91,7 +121,7 @@ class Attention(nn.Module):
         k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(torch.cat([q, k], dim=1), cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)
         gqa = self.n_heads != self.n_kv_heads
         if cache is None:
             p = self.dropout if self.training else 0.0

@@ -68,13 +68,15 @@ class LocalEncoder(nn.Module):
         self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
         self.proj = maybe_linear(config.d_local, config.d_model)
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+        self.max_len = config.max_patch  # slots inside a patch
 
     def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """h: byte embeddings [N, Pm, d_local]; valid [N, Pm] bool."""
         if self.pos is not None:
             h = h + self.pos.weight
         if self.layers:
-            cos, sin = rope_angles(torch.arange(h.shape[1], device=h.device)[None], self.head_dim, self.rope_theta)
+            cos, sin = rope_angles(torch.arange(h.shape[1], device=h.device)[None], self.head_dim, self.rope_theta,
+                                   self.max_len)
             for layer in self.layers:
                 h = layer(h, cos, sin)
             h = self.norm(h)
@@ -100,10 +102,11 @@ class Trunk(nn.Module):
             for _ in range(config.n_layers))
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.rope_theta, self.head_dim = config.rope_theta, config.d_model // config.n_heads
+        self.max_len = config.max_patches  # trunk positions are patch indices
 
     def forward(self, x, positions, caches=None, step=None, keep_states=False):
         """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None)."""
-        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta)
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.max_len)
         states = []
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, None if caches is None else caches[i], step, shared_ffn=self.shared_ffn)
@@ -126,13 +129,14 @@ class LocalDecoder(nn.Module):
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+        self.max_len = 2 * config.max_patch  # window slots
 
     def forward(self, emb, cond, slots, caches=None, step=None):
         """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
         if not self.layers:
             return cond.unsqueeze(1).expand(-1, emb.shape[1], -1)
         h = emb + cond.unsqueeze(1)
-        cos, sin = rope_angles(slots, self.head_dim, self.rope_theta)
+        cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, None if caches is None else caches[i], step)
         return self.norm(h)
@@ -199,8 +203,12 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         """Decoder hidden states -> logits over the vocabulary; PAD and BOS, which the model never
         emits, get NEVER_EMITTED_LOGIT. Every path to logits (training, sampling, scoring) uses it."""
         logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
-        never = torch.tensor([PAD_ID, BOS_ID], device=logits.device)
-        return logits.index_fill(-1, never, NEVER_EMITTED_LOGIT)
+        return logits.index_fill(-1, self._never_emitted(logits.device), NEVER_EMITTED_LOGIT)
+
+    def _never_emitted(self, device) -> torch.Tensor:
+        if getattr(self, "_never_ids", None) is None or self._never_ids.device != device:
+            self._never_ids = torch.tensor([PAD_ID, BOS_ID], device=device)
+        return self._never_ids
 
     # ------------------------------------------------------------------ building blocks
     def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor) -> torch.Tensor:
