@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 import torch
 
 from stlm_selfplay.errors import UserError
+from stlm_selfplay.model.modeling import layer_dropout_rates as model_layer_dropout_rates
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.ce import bits_per_byte, byte_target_mask, token_nll
 from stlm_selfplay.objectives.registry import register
@@ -71,11 +72,9 @@ def exit_scales(layers: Sequence[int], n_layers: int, scale: str, e_scale: float
 
 
 def layer_dropout_rates(step: int, total_steps: int, n_layers: int, p_max: float, from_scratch: bool) -> list[float]:
-    """[p_0 .. p_{L-1}], p_l = S(t) D(l) p_max (module docstring). A single layer is never dropped."""
-    if n_layers <= 1 or p_max == 0.0:
-        return [0.0] * n_layers
-    s = math.exp(step * math.log(2) / max(total_steps, 1)) - 1.0 if from_scratch else 1.0
-    return [s * (math.exp(l * math.log(2) / (n_layers - 1)) - 1.0) * p_max for l in range(n_layers)]
+    """[p_0 .. p_{L-1}], p_l = S(t) D(l) p_max (module docstring); the model's trunk applies
+    them (`stlm_selfplay.model.modeling.layer_dropout_rates`, one formula for both)."""
+    return model_layer_dropout_rates(step if from_scratch else None, total_steps, n_layers, p_max)
 
 
 @dataclass(frozen=True)

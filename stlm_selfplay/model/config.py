@@ -53,7 +53,7 @@ class STLMConfig(PreTrainedConfig):
     tie_embeddings: bool = True  # byte output head shares the byte embedding matrix
     # --- regularisation and numerics ---
     dropout: float = 0.0  # dropout on attention/FFN outputs while training
-    layer_dropout: float = 0.0  # p_max of trunk layer dropout (schedule: objectives); 0 = off
+    layer_dropout: float = 0.0  # p_max of LayerSkip layer dropout in training: p_l = S(t) D(l) p_max (modeling.layer_dropout_rates); 0 = off
     norm_eps: float = 1e-5  # RMSNorm epsilon
     initializer_range: float = 0.02  # std of the normal weight init
     # --- vocabulary (fixed by the byte tokenizer) ---

@@ -129,7 +129,7 @@ class Attention(nn.Module):
         else:
             k, v, mask = cache.update(k, v, step)
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=gqa)
-        return self.wo(out.transpose(1, 2).reshape(n, length, -1))
+        return self.wo(out.transpose(1, 2).reshape(n, length, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):

@@ -14,7 +14,9 @@ index grids and `layers.py` for the blocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +40,7 @@ class STLMOutput(CausalLMOutput):
 
     trunk_states: tuple[torch.Tensor, ...] | None = None  # per trunk layer [B, n_patches, d_model]
     patch_ids: torch.Tensor | None = None  # [B, T] patch index of each byte, -1 for pads
-    exit_logits: tuple[torch.Tensor, ...] | None = None  # per-layer exits (objectives)
+    exit_logits: dict[int, torch.Tensor] | None = None  # {trunk layer: [B, T, V]} when exit_layers asked
     router_logits: tuple[torch.Tensor, ...] | None = None  # routed blocks (objectives)
     mtp_logits: tuple[torch.Tensor, ...] | None = None  # multi-token prediction heads (objectives)
 
@@ -89,6 +91,19 @@ class LocalEncoder(nn.Module):
         return self.proj((weights.unsqueeze(-1) * h).sum(1))
 
 
+def layer_dropout_rates(step: int | None, total_steps: int, n_layers: int, p_max: float) -> list[float]:
+    """LayerSkip's per-layer drop rates [p_0 .. p_{L-1}]:
+
+        p_l = S(t) D(l) p_max,   D(l) = exp(l ln2 / (L-1)) - 1,
+        S(t) = exp(t ln2 / T) - 1 when pretraining from scratch (step t of T given), else 1.
+
+    The first layer is never dropped (D(0) = 0); a single-layer trunk drops nothing."""
+    if n_layers <= 1 or p_max == 0.0:
+        return [0.0] * n_layers
+    s = 1.0 if step is None else math.exp(step * math.log(2) / max(total_steps, 1)) - 1.0
+    return [s * (math.exp(l * math.log(2) / (n_layers - 1)) - 1.0) * p_max for l in range(n_layers)]
+
+
 class Trunk(nn.Module):
     """The global causal transformer over patch vectors, an explicit loop over layers."""
 
@@ -104,12 +119,24 @@ class Trunk(nn.Module):
         self.rope_theta, self.head_dim = config.rope_theta, config.d_model // config.n_heads
         self.max_len = config.max_patches  # trunk positions are patch indices
 
-    def forward(self, x, positions, caches=None, step=None, keep_states=False):
-        """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None)."""
+    def forward(self, x, positions, caches=None, step=None, keep_states=False, layers: range | None = None,
+                drop_rates: list[float] | None = None):
+        """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None).
+
+        `layers` runs a sub-range of the trunk (early exit, self-speculative drafting; caches are
+        indexed by absolute layer). `drop_rates[l]` (training only) skips layer l for each row
+        with that probability (layer dropout): kept rows run the layer, dropped rows pass through."""
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.max_len)
         states = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, None if caches is None else caches[i], step, shared_ffn=self.shared_ffn)
+        for i in (range(len(self.layers)) if layers is None else layers):
+            layer, cache = self.layers[i], None if caches is None else caches[i]
+            rate = drop_rates[i] if drop_rates is not None and self.training else 0.0
+            if rate > 0.0:
+                kept = (torch.rand(x.shape[0], device=x.device) >= rate).nonzero().squeeze(1)
+                rows = (lambda t: t) if cos.shape[0] == 1 else (lambda t: t[kept])
+                x = x.index_copy(0, kept, layer(x[kept], rows(cos), rows(sin), shared_ffn=self.shared_ffn))
+            else:
+                x = layer(x, cos, sin, cache, step, shared_ffn=self.shared_ffn)
             if keep_states:
                 states.append(x)
         return x, (tuple(states) if keep_states else None)
@@ -252,23 +279,45 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         logits_to_keep: int = 0,
         output_trunk_states: bool = False,
+        exit_layers: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
+        train_progress: tuple[int, int] | None = None,
         **kwargs,
     ) -> STLMOutput:
         """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
         `position_ids` is accepted for HF compatibility and ignored. `labels` gives the shifted
-        cross-entropy  mean_t -log p(labels[:, t+1] | x_<=t)  over labels != -100."""
+        cross-entropy  mean_t -log p(labels[:, t+1] | x_<=t)  over labels != -100.
+
+        `exit_layers` (layer indices, or a callable n_layers -> indices, e.g. early_exit's
+        ExitPlan) adds `exit_logits` {layer: [B, T, V]}: each exit is layer l's state through the
+        shared final norm + local decoder + head (`logits_from_trunk`); the last layer's entry is
+        `logits` itself. `train_progress` = (step, total_steps) of a from-scratch run sets layer
+        dropout's S(t) (`layer_dropout_rates`); without it S = 1. Layer dropout is on only in
+        training mode and only when `config.layer_dropout` > 0."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
+        n_layers = self.config.n_layers
+        exits = sorted(set(exit_layers(n_layers) if callable(exit_layers) else exit_layers)) if exit_layers else []
+        if any(not 0 <= e < n_layers for e in exits):
+            raise ValueError(f"exit_layers {exits} out of range for a trunk of {n_layers} layers")
+        drop = None
+        if self.training and self.config.layer_dropout > 0:
+            step, total = train_progress if train_progress is not None else (None, 1)
+            drop = layer_dropout_rates(step, total, n_layers, self.config.layer_dropout)
         layout = make_layout(input_ids, attention_mask, self.config)
         patches = self.encode_patches(layout.enc_ids, layout.enc_valid)
         positions = torch.arange(patches.shape[1], device=patches.device)[None]
-        state, states = self.trunk(patches, positions, keep_states=output_trunk_states)
+        state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits), drop_rates=drop)
         logits = self.logits_from_trunk(state, layout, logits_to_keep)
+        exit_logits = None
+        if exits:
+            exit_logits = {e: logits if e == n_layers - 1 else self.logits_from_trunk(states[e], layout, logits_to_keep)
+                           for e in exits}
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                    labels[:, 1:].reshape(-1), ignore_index=-100)
-        return STLMOutput(loss=loss, logits=logits, trunk_states=states, patch_ids=layout.patch_ids)
+        return STLMOutput(loss=loss, logits=logits, trunk_states=states if output_trunk_states else None,
+                          patch_ids=layout.patch_ids, exit_logits=exit_logits)
 
     # ------------------------------------------------------------------ HF generation (uncached)
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):

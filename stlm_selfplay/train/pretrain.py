@@ -181,7 +181,7 @@ def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps
                 sync = train_model.no_sync() if dist.enabled and micro < accum - 1 else contextlib.nullcontext()
                 with sync:
                     with autocast():
-                        output = train_model(ids, **objectives.model_kwargs(batch))
+                        output = train_model(ids, train_progress=(step, cfg.schedule.steps), **objectives.model_kwargs(batch))
                         result = objectives(output, batch)
                     (result.loss / accum).backward()
                 for k, v in result.metrics.items():

@@ -1,0 +1,92 @@
+"""The model's early-exit hooks: exit logits, layer dropout, and the early_exit objective on a real model."""
+
+import math
+
+import pytest
+import torch
+
+from stlm_selfplay.model import STLMForCausalLM
+from stlm_selfplay.model.modeling import layer_dropout_rates
+from stlm_selfplay.objectives import build_objectives
+from stlm_selfplay.objectives.base import Batch
+from stlm_selfplay.objectives.early_exit import ExitPlan
+
+from _model_fixtures import small_config
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    return STLMForCausalLM(small_config(**{"n_layers": 4, **overrides}))
+
+
+def test_exit_logits_are_each_layers_state_through_the_shared_head():
+    model = _model().eval()
+    ids = torch.randint(0, 256, (2, 37))
+    out = model(ids, exit_layers=[0, 2, 3], output_trunk_states=True)
+    assert sorted(out.exit_logits) == [0, 2, 3]
+    assert out.exit_logits[3] is out.logits
+    from stlm_selfplay.model.patching import make_layout
+    layout = make_layout(ids, None, model.config)
+    for layer in (0, 2):
+        torch.testing.assert_close(out.exit_logits[layer], model.logits_from_trunk(out.trunk_states[layer], layout))
+    assert not torch.allclose(out.exit_logits[0], out.logits)
+    # a callable plan (the objective's ExitPlan) and no extra work when nothing is asked
+    planned = model(ids, exit_layers=ExitPlan("rotational", step=5, total_steps=10))
+    assert sorted(planned.exit_logits) == [5 % 3, 3]
+    assert model(ids).exit_logits is None
+    with pytest.raises(ValueError, match="out of range"):
+        model(ids, exit_layers=[4])
+
+
+def test_early_exit_with_only_the_last_layer_equals_ce_on_the_model():
+    model = _model().eval()
+    ids = torch.randint(0, 256, (2, 40))
+    batch = Batch(ids, step=0, total_steps=10)
+    ee = build_objectives([{"name": "early_exit", "curriculum": "gradual"}])  # step 0: only the last layer
+    ce = build_objectives([{"name": "ce"}])
+    out = model(ids, **ee.model_kwargs(batch))
+    assert sorted(out.exit_logits) == [3]
+    torch.testing.assert_close(ee(out, batch).loss, ce(model(ids), batch).loss)
+
+
+def test_early_exit_gradients_reach_early_layers_through_their_exits():
+    model = _model().train()
+    ids = torch.randint(0, 256, (2, 40))
+    batch = Batch(ids, step=0, total_steps=10)
+    obj = build_objectives([{"name": "early_exit", "curriculum": "none", "scale": "uniform"}])
+    obj(model(ids, **obj.model_kwargs(batch)), batch).loss.backward()
+    # with all exits on, layer 0's weights get gradient from four exits: compare with the last exit only
+    g_all = model.trunk.layers[0].attn.wq.weight.grad.clone()
+    model.zero_grad()
+    build_objectives([{"name": "ce"}])(model(ids), batch).loss.backward()
+    assert not torch.allclose(g_all, model.trunk.layers[0].attn.wq.weight.grad)
+
+
+def test_layer_dropout_rates_formula():
+    rates = layer_dropout_rates(step=5, total_steps=10, n_layers=4, p_max=0.3)
+    s = math.exp(5 * math.log(2) / 10) - 1
+    assert rates == pytest.approx([s * (math.exp(l * math.log(2) / 3) - 1) * 0.3 for l in range(4)])
+    assert layer_dropout_rates(None, 1, 4, 0.3)[-1] == pytest.approx(0.3)  # S = 1 when not from scratch
+
+
+def test_layer_dropout_skips_layers_per_row_in_training_and_never_in_eval():
+    model = _model(layer_dropout=0.9)
+    ids = torch.randint(0, 256, (16, 24))
+    model.eval()
+    ref = model(ids).logits
+    torch.testing.assert_close(model(ids, train_progress=(10, 10)).logits, ref)  # eval: off
+    model.train()
+    torch.manual_seed(1)
+    dropped = model(ids, train_progress=(10, 10)).logits  # S(T) = 1: last layer dropped with p 0.9
+    assert not torch.allclose(dropped, ref)
+    # the same seed drops the same rows; a row keeps all layers with p (1-.23)(1-.53)(1-.9) = 0.036,
+    # so most rows differ from the eval output
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(ids, train_progress=(10, 10)).logits, dropped)
+    changed = sum((dropped[r] - ref[r]).abs().max().item() > 1e-5 for r in range(16))
+    assert changed >= 10
+    # from scratch at step 0, S(0) = 0: nothing is dropped
+    torch.testing.assert_close(model(ids, train_progress=(0, 10)).logits, ref)
+    # gradients still reach every layer's weights (zero rows are fine: DDP needs every parameter used)
+    model(ids, train_progress=(10, 10)).logits.sum().backward()
+    assert all(p.grad is not None for p in model.trunk.parameters())
