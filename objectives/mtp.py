@@ -47,10 +47,14 @@ class MultiBytePrediction(Objective):
             if self.anneal not in ANNEALS:
                 raise ValueError(f"anneal must be one of {', '.join(ANNEALS)}, got '{self.anneal}'")
 
+    def model_kwargs(self, batch: Batch) -> dict:
+        return {"output_mtp_logits": True}
+
     def forward(self, output, batch: Batch) -> ObjectiveOutput:
         heads = getattr(output, "mtp_logits", None)
         if not heads:
-            raise UserError("objective 'mtp' needs multi-byte prediction heads, which this model does not have")
+            raise UserError("objective 'mtp' needs multi-byte prediction heads, which this model does not have; "
+                            "set model.overrides.mtp_heads (e.g. 2)")
         weight = anneal_weight(self.options.anneal, batch.step, batch.total_steps)
         mask = batch.target_mask().to(heads[0].device)
         count = mask.sum().clamp_min(1.0)

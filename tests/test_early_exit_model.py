@@ -90,3 +90,47 @@ def test_layer_dropout_skips_layers_per_row_in_training_and_never_in_eval():
     # gradients still reach every layer's weights (zero rows are fine: DDP needs every parameter used)
     model(ids, train_progress=(10, 10)).logits.sum().backward()
     assert all(p.grad is not None for p in model.trunk.parameters())
+
+
+def test_mtp_heads_condition_on_older_states():
+    """Plain byte GPT (logits_t = E norm(s_t)) with W_i = 0 at init: head i's entry t is the
+    ordinary logits at t - i (the state i bytes older), and the start condition before that."""
+    from _model_fixtures import plain_gpt_config
+    torch.manual_seed(0)
+    model = STLMForCausalLM(plain_gpt_config(mtp_heads=2)).eval()
+    ids = torch.randint(0, 256, (2, 20))
+    out = model(ids, output_mtp_logits=True)
+    assert len(out.mtp_logits) == 2 and model(ids).mtp_logits is None
+    for i, logits in enumerate(out.mtp_logits, start=1):
+        torch.testing.assert_close(logits[:, i:], out.logits[:, :-i])
+        start = model.head(model.decoder.cond_proj(model.decoder.start))
+        torch.testing.assert_close(logits[:, i - 1], start.expand(2, -1))
+
+
+def test_mtp_objective_trains_only_through_its_heads_and_the_shared_model():
+    torch.manual_seed(0)
+    model = _model(mtp_heads=2).train()
+    ids = torch.randint(0, 256, (2, 40))
+    batch = Batch(ids, step=0, total_steps=10)
+    mtp = build_objectives([{"name": "mtp"}])
+    out = model(ids, **mtp.model_kwargs(batch))
+    loss = mtp(out, batch).loss
+    nll = [torch.nn.functional.cross_entropy(l[:, :-1].reshape(-1, l.shape[-1]), ids[:, 1:].reshape(-1))
+           for l in out.mtp_logits]
+    torch.testing.assert_close(loss, nll[0] + nll[1])
+    loss.backward()
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in model.mtp_heads)
+    # the ordinary CE never touches the multi-byte heads
+    model.zero_grad()
+    build_objectives([{"name": "ce"}])(model(ids), batch).loss.backward()
+    assert all(h.weight.grad is None for h in model.mtp_heads)
+
+
+def test_flops_count_extra_exits_and_mtp_heads():
+    from stlm_selfplay.model.flops import flops_per_byte
+    base = small_config(n_layers=4)
+    f0, f1 = flops_per_byte(base), flops_per_byte(base, extra_exits=1.0)
+    f_mtp = flops_per_byte(small_config(n_layers=4, mtp_heads=1))
+    c = base
+    head_w = 6 * c.d_model ** 2 / c.patch_size
+    assert f1 > f0 and f_mtp == pytest.approx(f1 + head_w)

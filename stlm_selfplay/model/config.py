@@ -51,6 +51,8 @@ class STLMConfig(PreTrainedConfig):
     local_d_ff: int = 0  # local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8
     pooling: str = "mean"  # patch vector from its bytes: mean, or attention (learned query)
     tie_embeddings: bool = True  # byte output head shares the byte embedding matrix
+    # --- extra outputs for objectives ---
+    mtp_heads: int = 0  # multi-byte prediction heads (objective `mtp`): head i conditions patch k+1+i on state k
     # --- regularisation and numerics ---
     dropout: float = 0.0  # dropout on attention/FFN outputs while training
     layer_dropout: float = 0.0  # p_max of LayerSkip layer dropout in training: p_l = S(t) D(l) p_max (modeling.layer_dropout_rates); 0 = off
@@ -109,7 +111,7 @@ class STLMConfig(PreTrainedConfig):
         need(isinstance(self.max_patch_size, int) and self.max_patch_size >= 1, "max_patch_size", "an integer >= 1")
         need(isinstance(self.min_patch_size, int) and 1 <= self.min_patch_size <= self.max_patch_size,
              "min_patch_size", f"an integer in [1, max_patch_size={self.max_patch_size}]")
-        for f in ("n_local_encoder_layers", "n_local_decoder_layers", "local_d_ff"):
+        for f in ("n_local_encoder_layers", "n_local_decoder_layers", "local_d_ff", "mtp_heads"):
             need(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, f, "an integer >= 0")
         need(self.max_patch == 1 or self.n_local_decoder_layers >= 1, "n_local_decoder_layers",
              ">= 1 when patches hold more than one byte (the decoder orders bytes within a patch)")

@@ -11,6 +11,11 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
       + 2 [6 M_dec + 6 n_dec d_local (2 P_max + 1)]            (decoder: 2 window slots per byte)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
+      + (H + X) [decoder + condition + byte head terms]         (H multi-byte heads, X extra exits)
+      + H 6 d_model^2 / P                                      (each multi-byte head's W_i)
+
+X is the number of extra early exits an objective computes per step on average (each is one
+more pass of the shared decoder and head; `early_exit_passes` gives it for a curriculum).
 
 M_x is the number of matrix-multiply weights a token passes through in module x (a shared FFN
 counts once per layer that uses it), 6 M is the usual 2 (forward) + 4 (backward) FLOPs per
@@ -82,7 +87,7 @@ def expected_patch_size(config: STLMConfig) -> float:
     return (config.min_patch_size + config.max_patch_size) / 2
 
 
-def flops_per_byte(config: STLMConfig) -> float:
+def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     """Training FLOPs per byte of the formula in the module docstring."""
     model = build_on_meta(config)
     p, pm = expected_patch_size(config), config.max_patch
@@ -95,6 +100,9 @@ def flops_per_byte(config: STLMConfig) -> float:
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
     decoder = 2 * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (2 * pm + 1))
-    projections = 6 * (_matmul_weights(model.encoder) - m_enc + _matmul_weights(model.decoder) - m_dec) / p
+    pool = 6 * (_matmul_weights(model.encoder) - m_enc) / p
+    condition = 6 * (_matmul_weights(model.decoder) - m_dec) / p
     head = 6 * config.d_local * config.vocab_size
-    return float(trunk + encoder + decoder + projections + head)
+    exit_pass = decoder + condition + head  # one more read of the shared decoder + head
+    mtp = config.mtp_heads * (exit_pass + 6 * config.d_model ** 2 / p)
+    return float(trunk + encoder + pool + exit_pass * (1 + extra_exits) + mtp)

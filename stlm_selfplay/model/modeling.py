@@ -200,12 +200,19 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         self.encoder = LocalEncoder(config)
         self.trunk = Trunk(config)
         self.decoder = LocalDecoder(config)
+        # multi-byte prediction: head i (1-based) maps trunk state s_k to the state that conditions
+        # patch k+1+i, h_i(s) = s + W_i s (W_i = 0 at init), then the shared norm + decoder + head
+        self.mtp_heads = nn.ModuleList(nn.Linear(config.d_model, config.d_model, bias=False)
+                                       for _ in range(config.mtp_heads))
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_local, config.vocab_size, bias=False)
         self.post_init()
         self._zero_lora_outputs()
 
     def _zero_lora_outputs(self) -> None:
-        """LoRA deltas start at zero (B = 0), so a shared FFN starts identical in every layer."""
+        """LoRA deltas start at zero (B = 0), so a shared FFN starts identical in every layer;
+        multi-byte heads start as the identity (W_i = 0)."""
+        for head in self.mtp_heads:
+            nn.init.zeros_(head.weight)
         for layer in self.trunk.layers:
             if layer.lora is not None:
                 nn.init.zeros_(layer.lora.up.weight)
@@ -244,20 +251,22 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         h = self.embed_bytes(enc_ids.reshape(batch * n, pm))
         return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
 
-    def conditions(self, trunk_state: torch.Tensor, n_windows: int) -> torch.Tensor:
-        """Decoder conditions [B, n_windows, d_local]: c_0 = W_c start, c_m = W_c norm(s_{m-1})."""
-        start = self.decoder.start.to(trunk_state.dtype).expand(trunk_state.shape[0], 1, -1)
+    def conditions(self, trunk_state: torch.Tensor, n_windows: int, delay: int = 0) -> torch.Tensor:
+        """Decoder conditions [B, n_windows, d_local]: c_m = W_c norm(s_{m-1-delay}), and
+        c_m = W_c start where m - 1 - delay < 0 (delay > 0: multi-byte heads)."""
+        start = self.decoder.start.to(trunk_state.dtype).expand(trunk_state.shape[0], 1 + delay, -1)
         cond = torch.cat([start, self.trunk.norm(trunk_state)], dim=1)[:, :n_windows]
         return self.decoder.cond_proj(cond)
 
     def logits_from_trunk(self, trunk_state: torch.Tensor, layout: PatchLayout, logits_to_keep: int = 0,
-                          include_first: bool = False) -> torch.Tensor:
+                          include_first: bool = False, delay: int = 0) -> torch.Tensor:
         """Trunk state [B, N_enc, d_model] -> final norm -> local decoder -> logits [B, T, V].
 
-        The one path from any trunk state to byte logits (final output and per-layer exits).
+        The one path from any trunk state to byte logits (final output, per-layer exits and,
+        with `delay` = i, multi-byte head i's logits from a state i patches older).
         With `include_first`, [B, T+1, V]: entry u predicts x[u], including x[0] (after BOS)."""
         batch, n_dec, width = layout.dec_ids.shape
-        cond = self.conditions(trunk_state, n_dec).reshape(batch * n_dec, -1)
+        cond = self.conditions(trunk_state, n_dec, delay).reshape(batch * n_dec, -1)
         emb = self.embed_bytes(layout.dec_ids.reshape(batch * n_dec, width))
         slots = torch.arange(width, device=emb.device)[None]
         hidden = self.decoder(emb, cond, slots).reshape(batch, n_dec * width, -1)
@@ -281,6 +290,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         output_trunk_states: bool = False,
         exit_layers: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
         train_progress: tuple[int, int] | None = None,
+        output_mtp_logits: bool = False,
         **kwargs,
     ) -> STLMOutput:
         """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
@@ -292,7 +302,9 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         shared final norm + local decoder + head (`logits_from_trunk`); the last layer's entry is
         `logits` itself. `train_progress` = (step, total_steps) of a from-scratch run sets layer
         dropout's S(t) (`layer_dropout_rates`); without it S = 1. Layer dropout is on only in
-        training mode and only when `config.layer_dropout` > 0."""
+        training mode and only when `config.layer_dropout` > 0. `output_mtp_logits` adds
+        `mtp_logits` (one [B, T, V] per multi-byte head, aligned like `logits`: head i's entry t
+        predicts input_ids[:, t+1] from the trunk state i patches older than `logits` uses)."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
         n_layers = self.config.n_layers
@@ -312,12 +324,16 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if exits:
             exit_logits = {e: logits if e == n_layers - 1 else self.logits_from_trunk(states[e], layout, logits_to_keep)
                            for e in exits}
+        mtp_logits = None
+        if output_mtp_logits:
+            mtp_logits = tuple(self.logits_from_trunk(state + head(state), layout, logits_to_keep, delay=i)
+                               for i, head in enumerate(self.mtp_heads, start=1))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                    labels[:, 1:].reshape(-1), ignore_index=-100)
         return STLMOutput(loss=loss, logits=logits, trunk_states=states if output_trunk_states else None,
-                          patch_ids=layout.patch_ids, exit_logits=exit_logits)
+                          patch_ids=layout.patch_ids, exit_logits=exit_logits, mtp_logits=mtp_logits)
 
     # ------------------------------------------------------------------ HF generation (uncached)
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
