@@ -134,3 +134,20 @@ def test_flops_count_extra_exits_and_mtp_heads():
     c = base
     head_w = 6 * c.d_model ** 2 / c.patch_size
     assert f1 > f0 and f_mtp == pytest.approx(f1 + head_w)
+
+
+def test_exit_layer_sampling_matches_the_exit_logits_of_a_full_forward():
+    from stlm_selfplay.model import generate
+    model = _model().eval()
+    prompts = [b"abc", b"hello world, ", b"x"]
+    fast = generate(model, prompts, 20, greedy=True, exit_layer=1)
+    slow = generate(model, prompts, 20, greedy=True, exit_layer=1, use_cache=False)
+    full = generate(model, prompts, 20, greedy=True)
+    assert [c.text for c in fast] == [c.text for c in slow] and [c.text for c in fast] != [c.text for c in full]
+    for c, p in zip(fast, prompts):  # each greedy byte is the argmax of exit 1's logits in a full forward
+        ids = torch.tensor([list(p + c.text)])
+        exit_logits = model(ids, exit_layers=[1]).exit_logits[1][0, len(p) - 1:-1]
+        assert exit_logits.argmax(-1).tolist() == list(c.text)
+        torch.testing.assert_close(torch.tensor(c.logprobs), exit_logits.log_softmax(-1).max(-1).values, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="exit_layer"):
+        generate(model, prompts, 5, exit_layer=4)

@@ -11,6 +11,12 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
   [previous patch, new byte] run through the decoder from slot 0 (Pm + 1 slots).
 
 The logits equal those of a full forward pass over the same bytes (tested).
+
+`layers` (a range of trunk layers, e.g. range(E + 1) for an early exit at layer E) runs only
+those trunk layers when a patch closes; `trunk_out` keeps the last closed patch's trunk output
+(the input of the next layer: self-speculative verification continues from it). `snapshot` /
+`restore` save the per-row decoding state (the KV caches need no copy: trunk entries past
+`n_done` are masked and overwritten, and `reopen` rebuilds the decoder cache of a window).
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ def right_padded(rows: list[list[int]], device) -> torch.Tensor:
 class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
-    def __init__(self, model, rows: list[list[int]]):
+    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "logits")
+
+    def __init__(self, model, rows: list[list[int]], layers: range | None = None):
         self.model, config = model, model.config
+        self.layers, self.trunk_out = layers, None
         self.pm = pm = config.max_patch
         self.fixed = config.patching == "fixed"
         device = model.device
@@ -52,7 +61,8 @@ class DecodeState:
             patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
             n = patches.shape[1]
             step = CacheStep(None, torch.zeros(batch, dtype=torch.long, device=device), n)
-            state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step)
+            state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step,
+                                   layers=layers)
         else:
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
         cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
@@ -126,7 +136,8 @@ class DecodeState:
         patch = model.encode_patches(buf[:, None], valid[:, None])  # [s, 1, d_model]
         pos = self.n_done[rows]
         step = CacheStep(sel, pos, int(pos.max()) + 1)
-        state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step)
+        state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step, layers=self.layers)
+        self.trunk_out = state[:, 0]
         self.cond[rows] = model.decoder.cond_proj(model.trunk.norm(state[:, 0]))
         self.n_done[rows] = pos + 1
         # new window: old current half (x' of the closed patch) right-aligned, then the new byte
@@ -138,12 +149,31 @@ class DecodeState:
         self.window[rows] = window
         self.patch_len[rows] = 0
         self.patch_buf[rows] = PAD_ID
-        zeros = torch.zeros_like(lens)
-        return self._decode(sel, window[:, : pm + 1], self.cond[rows], zeros, pm + 1, zeros + pm)
+        return self._open_window(sel, rows)
+
+    def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
+        """Run slots 0..Pm of the rows' fresh windows (previous patch + first byte) through the
+        decoder from an empty cache; return the logits of the new patch's first target."""
+        zeros = torch.zeros_like(rows)
+        return self._decode(sel, self.window[rows, : self.pm + 1], self.cond[rows], zeros, self.pm + 1, zeros + self.pm)
+
+    def reopen(self, cond: torch.Tensor) -> torch.Tensor:
+        """At the start of a patch (patch_len == 0, every row): replace the decoder condition
+        [B, d_local] and rebuild the window's decoder cache; return the new logits [B, V]."""
+        self.cond = cond.to(self.cond.dtype)
+        self.logits = self._open_window(None, torch.arange(self.batch_size, device=cond.device))
+        return self.logits
+
+    def snapshot(self) -> dict:
+        return {name: getattr(self, name).clone() for name in self.STATE}
+
+    def restore(self, snap: dict) -> None:
+        for name in self.STATE:
+            setattr(self, name, snap[name].clone())
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows: e.g. expand each context into several continuations."""
         for cache in self.trunk_caches + self.dec_caches:
             cache.select(rows)
-        for name in ("cond", "window", "n_done", "patch_len", "patch_buf", "logits"):
+        for name in self.STATE:
             setattr(self, name, getattr(self, name)[rows])

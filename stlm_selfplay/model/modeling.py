@@ -241,7 +241,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
 
     def _never_emitted(self, device) -> torch.Tensor:
         if getattr(self, "_never_ids", None) is None or self._never_ids.device != device:
-            self._never_ids = torch.tensor([PAD_ID, BOS_ID], device=device)
+            with torch.inference_mode(False):  # a plain tensor, usable in training after sampling
+                self._never_ids = torch.tensor([PAD_ID, BOS_ID], device=device)
         return self._never_ids
 
     # ------------------------------------------------------------------ building blocks

@@ -76,11 +76,21 @@ def _temperatures(temperature, batch: int, greedy: bool) -> torch.Tensor:
     return temps.clamp_min(1e-6)
 
 
+def exit_layers_range(model, exit_layer: int | None) -> range | None:
+    """exit_layer E -> range(E + 1) of trunk layers to run (None: the whole trunk)."""
+    if exit_layer is None:
+        return None
+    n_layers = model.config.n_layers
+    if not isinstance(exit_layer, int) or not 0 <= exit_layer < n_layers:
+        raise ValueError(f"exit_layer must be a trunk layer in [0, {n_layers - 1}], got {exit_layer!r}")
+    return range(exit_layer + 1)
+
+
 class _UncachedState:
     """The reference decoder: a full forward pass over every sequence at every step."""
 
-    def __init__(self, model, rows: list[list[int]]):
-        self.model, self.rows = model, [list(r) for r in rows]
+    def __init__(self, model, rows: list[list[int]], layers: range | None = None):
+        self.model, self.rows, self.layers = model, [list(r) for r in rows], layers
         self.logits = self._forward()
 
     def _forward(self) -> torch.Tensor:
@@ -91,7 +101,8 @@ class _UncachedState:
             if r:
                 ids[i, width - len(r):] = torch.tensor(r)
                 mask[i, width - len(r):] = 1
-        return next_byte_logits(self.model, ids.to(self.model.device), mask.to(self.model.device))[:, -1].float()
+        return next_byte_logits(self.model, ids.to(self.model.device), mask.to(self.model.device),
+                                self.layers)[:, -1].float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         for r, t in zip(self.rows, tokens.tolist()):
@@ -104,12 +115,13 @@ class _UncachedState:
         self.logits = self.logits[rows]
 
 
-def next_byte_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def next_byte_logits(model, ids: torch.Tensor, mask: torch.Tensor, layers: range | None = None) -> torch.Tensor:
     """[B, T+1, V] (input coordinates): entry u is the distribution of ids[:, u], entry T the
-    next byte; the first real byte of a row is predicted from BOS alone."""
+    next byte; the first real byte of a row is predicted from BOS alone. `layers`: the trunk
+    layers to run (an early exit), all by default."""
     layout = make_layout(ids, mask, model.config)
     patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
-    state, _ = model.trunk(patches, torch.arange(patches.shape[1], device=ids.device)[None])
+    state, _ = model.trunk(patches, torch.arange(patches.shape[1], device=ids.device)[None], layers=layers)
     return model.logits_from_trunk(state, layout, include_first=True)
 
 
@@ -129,9 +141,10 @@ def generate(
     use_cache: bool = True,
 ) -> list[Completion]:
     """Sample up to `max_new_bytes` after each prompt; stop at EOS or a stop string (kept in the
-    text). `temperature` is one value or one per prompt; `use_cache=False` is the slow reference."""
-    if exit_layer is not None:
-        raise NotImplementedError("exit_layer sampling arrives with the early-exit objective")
+    text). `temperature` is one value or one per prompt; `use_cache=False` is the slow reference.
+    `exit_layer=E` samples from the early exit after trunk layer E (layers 0..E, then the shared
+    head); self-speculative decoding is `stlm_selfplay.model.speculative.speculative_generate`."""
+    layers = exit_layers_range(model, exit_layer)
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     if not prompts:
@@ -146,7 +159,7 @@ def generate(
         return out
     was_training = model.training
     model.eval()
-    state = DecodeState(model, rows) if use_cache else _UncachedState(model, rows)
+    state = DecodeState(model, rows, layers) if use_cache else _UncachedState(model, rows, layers)
     active = torch.arange(len(rows))  # original index of each live row of `state`
     for i in range(max_new_bytes):
         logp = emit_logprobs(state.logits / temps[active, None])
