@@ -151,3 +151,32 @@ def test_exit_layer_sampling_matches_the_exit_logits_of_a_full_forward():
         torch.testing.assert_close(torch.tensor(c.logprobs), exit_logits.log_softmax(-1).max(-1).values, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="exit_layer"):
         generate(model, prompts, 5, exit_layer=4)
+
+
+@pytest.mark.parametrize("patching", ["fixed", "dynamic"])
+def test_self_speculative_greedy_equals_full_greedy_and_reports_acceptance(patching):
+    from stlm_selfplay.model import generate
+    from stlm_selfplay.model.speculative import speculative_generate
+    model = _model(patching=patching, max_patch_size=6).eval()
+    with torch.no_grad():  # make the upper layers matter, so drafts from early exits get rejected
+        for layer in model.trunk.layers[2:]:
+            layer.ffn.w_down.weight.mul_(30)
+            layer.attn.wo.weight.mul_(30)
+    prompts = [b"hello there", b"a", b"The quick brown fox "]
+    full = generate(model, prompts, 80, greedy=True, stop=[b"zz"])
+    for exit_layer, draft_patches in [(0, 2), (1, 4), (3, 3)]:
+        spec, stats = speculative_generate(model, prompts, 80, exit_layer=exit_layer, draft_patches=draft_patches,
+                                           stop=[b"zz"])
+        assert [c.text for c in spec] == [c.text for c in full]
+        assert [c.stop_reason for c in spec] == [c.stop_reason for c in full]
+        for a, b in zip(spec, full):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        assert stats.drafted > 50 and stats.rounds > 5
+        if exit_layer == 3:  # the last layer drafts for itself: everything is accepted
+            assert stats.acceptance_rate == 1.0
+        else:
+            assert stats.accepted < stats.drafted
+    if patching == "fixed":
+        assert speculative_generate(model, [b"x"], 0, exit_layer=1)[0][0].text == b""
+        with pytest.raises(ValueError, match="draft_patches"):
+            speculative_generate(model, [b"x"], 5, exit_layer=1, draft_patches=0)

@@ -4,6 +4,7 @@ from stlm_selfplay.model.config import STLMConfig, load_preset
 from stlm_selfplay.model.flops import flops_per_byte, param_table
 from stlm_selfplay.model.modeling import STLMForCausalLM, STLMOutput
 from stlm_selfplay.model.sampling import Completion, generate, score
+from stlm_selfplay.model.speculative import SpeculativeStats, speculative_generate
 from stlm_selfplay.model.tokenizer import ByteTokenizer
 
 
@@ -15,6 +16,7 @@ def register_auto_classes() -> None:
 
 
 __all__ = [
-    "ByteTokenizer", "Completion", "STLMConfig", "STLMForCausalLM", "STLMOutput", "flops_per_byte",
-    "generate", "load_preset", "param_table", "register_auto_classes", "score",
+    "ByteTokenizer", "Completion", "STLMConfig", "STLMForCausalLM", "STLMOutput", "SpeculativeStats",
+    "flops_per_byte", "generate", "load_preset", "param_table", "register_auto_classes", "score",
+    "speculative_generate",
 ]
