@@ -64,6 +64,16 @@ def enabled_exits(curriculum: str, step: int, total_steps: int, n_layers: int) -
     raise ValueError(f"unknown curriculum '{curriculum}'; valid: {', '.join(CURRICULA)}")
 
 
+def mean_extra_exits(curriculum: str, n_layers: int) -> float:
+    """Non-final exits computed per step, averaged over a run (for FLOPs accounting):
+
+        none: L-1     rotational: 1     gradual: sum_{l<L-1} (1 - 0.5 (L-1-l)/(L-1)) = (L-1) - L/4
+    """
+    if n_layers <= 1:
+        return 0.0
+    return {"none": n_layers - 1.0, "rotational": 1.0, "gradual": n_layers - 1.0 - n_layers / 4.0}[curriculum]
+
+
 def exit_scales(layers: Sequence[int], n_layers: int, scale: str, e_scale: float) -> list[float]:
     """e~(l) for the enabled `layers`: e(l) normalized to sum 1."""
     raw = [SCALES[scale](l + 1) * (e_scale if l < n_layers - 1 else 1.0) for l in layers]

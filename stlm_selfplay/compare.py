@@ -26,6 +26,12 @@ comparison is run again, an unfinished one resumes from its last checkpoint. The
     compare.md    per variant: parameters, final val bpb mean +- sample std over seeds, bytes/s,
                   FLOPs/byte; then one row per run
     compare.png   val bpb vs budget, one line per variant (mean over seeds), spread (min..max) shaded
+
+Early-exit variants (an `early_exit` objective) also get, from each run's final model: val bpb
+at every trunk exit, and greedy sampler bytes/s (one prompt at a time, val-text prompts) of the
+full model, of the early exit after layer E = (L-1)//2, and of self-speculative decoding drafted
+by that exit, with its acceptance rate. Their FLOPs/byte count the extra exits' decoder passes
+(`early_exit.mean_extra_exits`), so a `flops` budget is equal compute.
 """
 
 from __future__ import annotations
@@ -132,12 +138,59 @@ def bytes_per_step(cfg: RootConfig) -> int:
     return cfg.data.batch_size * cfg.optimizer.grad_accum * (cfg.data.seq_len - 1)
 
 
+def early_exit_specs(cfg: RootConfig) -> list[dict]:
+    return [o for o in cfg.objectives if o.get("name") == "early_exit"]
+
+
 def model_numbers(cfg: RootConfig) -> tuple[int, float]:
-    """(parameters, training FLOPs per byte) of the config's model."""
+    """(parameters, training FLOPs per byte) of the config's model and objectives' extra exits."""
     from stlm_selfplay.model.flops import flops_per_byte, param_table
+    from stlm_selfplay.objectives.early_exit import mean_extra_exits
 
     model_config = build_model_config(cfg.model)
-    return int(param_table(model_config)["total"]), float(flops_per_byte(model_config))
+    extra = sum(mean_extra_exits(o.get("curriculum", "none"), model_config.n_layers) for o in early_exit_specs(cfg))
+    return int(param_table(model_config)["total"]), float(flops_per_byte(model_config, extra))
+
+
+def exit_numbers(cfg: RootConfig, folder: Path, new_bytes: int = 128, n_prompts: int = 4) -> dict:
+    """Per-exit val bpb and early-exit / self-speculative sampler speed of a finished run."""
+    import time
+
+    import torch
+
+    from stlm_selfplay.data.cache import cache_folder
+    from stlm_selfplay.data.loader import val_sequences
+    from stlm_selfplay.model import generate, speculative_generate
+    from stlm_selfplay.model.tokenizer import PAD_ID
+    from stlm_selfplay.runs import load_model
+    from stlm_selfplay.train.evaluate import evaluate_bpb
+
+    model = load_model(folder)
+    val_ids = val_sequences(cache_folder(cfg.data), cfg.data.seq_len, cfg.data.val_max_sequences)
+    n_layers = model.config.n_layers
+    bpb = {layer: evaluate_bpb(model, val_ids, cfg.logging.val_batch_size, exit_layer=layer)["bpb"]
+           for layer in range(n_layers)}
+    exit_layer = (n_layers - 1) // 2
+    new_bytes = min(new_bytes, model.config.max_seq_len // 2)
+    prompts = [bytes(int(t) for t in row[: model.config.max_seq_len // 4] if t < PAD_ID) for row in val_ids[:n_prompts]]
+
+    def bytes_per_s(run) -> float:
+        started, total = time.perf_counter(), 0
+        for prompt in prompts:
+            total += len(run(prompt).text)
+        return total / (time.perf_counter() - started)
+
+    torch.manual_seed(0)
+    stats = []
+    sampler = {
+        "full_bytes_per_s": bytes_per_s(lambda p: generate(model, [p], new_bytes, greedy=True)[0]),
+        "exit_bytes_per_s": bytes_per_s(lambda p: generate(model, [p], new_bytes, greedy=True, exit_layer=exit_layer)[0]),
+        "speculative_bytes_per_s": bytes_per_s(
+            lambda p: stats.append(speculative_generate(model, [p], new_bytes, exit_layer=exit_layer)) or stats[-1][0][0]),
+    }
+    drafted, accepted = sum(s.drafted for _, s in stats), sum(s.accepted for _, s in stats)
+    sampler["acceptance_rate"] = accepted / drafted if drafted else 0.0
+    return {"val_bpb": {str(k): v for k, v in bpb.items()}, "exit_layer": exit_layer, **sampler}
 
 
 def run_config(spec: CompareSpec, variant: str, seed: int) -> RootConfig:
@@ -219,6 +272,8 @@ def run_one(spec: CompareSpec, variant: str, seed: int) -> dict:
         "bytes_per_s": bytes_per_step(cfg) / seconds_per_step if seconds_per_step else 0.0,
         "curve": [[budget_used(spec, cfg, r["step"], seconds_per_step, fpb), r["step"], r["bpb"]] for r in val],
     }
+    if early_exit_specs(cfg):
+        result["exits"] = exit_numbers(cfg, folder)
     write_text_atomic(folder / RESULT, json.dumps(result, indent=1))
     return result
 
@@ -250,6 +305,7 @@ def markdown(spec: CompareSpec, results: dict[str, list[dict]]) -> str:
     for variant, row in table.items():
         lines.append(f"| {variant} | {row['params']:,} | {row['val_bpb_mean']:.4f} ± {row['val_bpb_std']:.4f} | "
                      f"{row['bytes_per_s']:,.0f} | {row['flops_per_byte']:.3g} | {row['steps']} | {row['seeds']} |")
+    lines += exits_markdown(results)
     lines += ["", "Overrides per variant:", ""]
     lines += [f"- {v}: {' '.join(f'`{o}`' for o in spec.variants[v]) or '(base)'}" for v in table]
     lines += ["", "## Runs", "", "| variant | seed | val bpb | val loss | steps | bytes/s |", "|---|---:|---:|---:|---:|---:|"]
@@ -259,6 +315,27 @@ def markdown(spec: CompareSpec, results: dict[str, list[dict]]) -> str:
                          f"{r['bytes_per_s']:,.0f} |")
     lines += ["", "![val bpb vs budget](compare.png)", ""]
     return "\n".join(lines)
+
+
+def exits_markdown(results: dict[str, list[dict]]) -> list[str]:
+    """For early-exit variants: val bpb at each exit and sampler speeds, means over seeds."""
+    rows = {v: [r["exits"] for r in runs] for v, runs in results.items() if all("exits" in r for r in runs)}
+    if not rows:
+        return []
+    lines = ["", "## Early exits", "",
+             "Val bpb at each trunk exit (mean over seeds); greedy sampler bytes/s, one prompt at a time, of the "
+             "full model, of the exit after layer E, and of self-speculative decoding drafted by it.", "",
+             "| variant | val bpb per exit (layer 0 ..) | E | full B/s | exit E B/s | self-spec B/s | acceptance |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for variant, exits in rows.items():
+        layers = sorted(exits[0]["val_bpb"], key=int)
+        per_exit = " / ".join(f"{statistics.fmean(e['val_bpb'][l] for e in exits):.3f}" for l in layers)
+        mean = {k: statistics.fmean(e[k] for e in exits) for k in
+                ("full_bytes_per_s", "exit_bytes_per_s", "speculative_bytes_per_s", "acceptance_rate")}
+        lines.append(f"| {variant} | {per_exit} | {exits[0]['exit_layer']} | {mean['full_bytes_per_s']:,.0f} | "
+                     f"{mean['exit_bytes_per_s']:,.0f} | {mean['speculative_bytes_per_s']:,.0f} | "
+                     f"{mean['acceptance_rate']:.3f} |")
+    return lines
 
 
 def plot(spec: CompareSpec, results: dict[str, list[dict]], path: Path) -> Path:

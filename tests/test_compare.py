@@ -100,3 +100,30 @@ def test_missing_compare_config_is_one_line_exit_2(capsys):
     assert main(["compare", "no-such-compare.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: compare config 'no-such-compare.yaml' not found") and err.count("\n") == 1
+
+
+def test_early_exit_variant_reports_per_exit_bpb_sampler_speeds_and_counts_exit_flops(tmp_path):
+    path = tmp_path / "ee.yaml"
+    path.write_text(
+        f"base: {MICRO}\n".replace(str(MICRO), str(REPO / "configs" / "pretrain" / "shakespeare-tiny.yaml")) +
+        "overrides: ['model.overrides={d_model: 32, n_layers: 3, n_heads: 2, n_kv_heads: 1, d_ff: 64, d_local: 16, "
+        "local_heads: 2, patch_size: 2, max_seq_len: 64}', run.device=cpu, run.cpu_threads=1, data.seq_len=32, "
+        "data.batch_size=4, data.val_max_sequences=8, data.max_bytes=200000, data.prefetch=0, logging.wandb=disabled, "
+        "logging.eval_every=3, logging.sample_bytes=0, logging.progress=false]\n"
+        "variants: {ce: [], ee: ['objectives=[{name: early_exit, curriculum: none}]']}\nseeds: [0]\nbudget: {steps: 3}\n")
+    spec = load_compare(path, _data_overrides(tmp_path))
+    from stlm_selfplay.compare import compare, model_numbers
+    ce_flops, ee_flops = (model_numbers(run_config(spec, v, 0))[1] for v in ("ce", "ee"))
+    assert ee_flops > ce_flops  # two extra decoder + head passes per byte
+    results = compare(spec)
+    assert "exits" not in results["ce"][0]
+    exits = results["ee"][0]["exits"]
+    assert sorted(exits["val_bpb"]) == ["0", "1", "2"] and exits["exit_layer"] == 1
+    assert exits["val_bpb"]["2"] == pytest.approx(results["ee"][0]["val_bpb"], abs=1e-4)  # last exit = the model
+    assert len(set(exits["val_bpb"].values())) == 3
+    assert min(exits[k] for k in ("full_bytes_per_s", "exit_bytes_per_s", "speculative_bytes_per_s")) > 0
+    assert 0.0 <= exits["acceptance_rate"] <= 1.0
+    md = (spec.folder / "compare.md").read_text()
+    row = re.search(r"^\| ee \| ([\d.]+) / ([\d.]+) / ([\d.]+) \| 1 \| ", md, re.M)
+    assert row and [float(x) for x in row.groups()] == pytest.approx(
+        [exits["val_bpb"][k] for k in "012"], abs=1e-3)

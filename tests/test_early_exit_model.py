@@ -180,3 +180,11 @@ def test_self_speculative_greedy_equals_full_greedy_and_reports_acceptance(patch
         assert speculative_generate(model, [b"x"], 0, exit_layer=1)[0][0].text == b""
         with pytest.raises(ValueError, match="draft_patches"):
             speculative_generate(model, [b"x"], 5, exit_layer=1, draft_patches=0)
+
+
+@pytest.mark.parametrize("curriculum", ["none", "rotational", "gradual"])
+def test_mean_extra_exits_is_the_average_of_the_curriculum(curriculum):
+    from stlm_selfplay.objectives.early_exit import enabled_exits, mean_extra_exits
+    total = 4000
+    counted = sum(len(enabled_exits(curriculum, t, total, 4)) - 1 for t in range(total)) / total
+    assert mean_extra_exits(curriculum, 4) == pytest.approx(counted, abs=1e-3)

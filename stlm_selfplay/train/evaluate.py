@@ -23,8 +23,9 @@ from stlm_selfplay.objectives.ce import bits_per_byte, byte_target_mask, token_n
 
 @torch.no_grad()
 def nll_sums(model: nn.Module, val_ids: np.ndarray, batch_size: int, device: torch.device,
-             autocast=contextlib.nullcontext) -> torch.Tensor:
-    """float64 [4] = (NLL over all targets, #targets, NLL over byte targets, #byte targets)."""
+             autocast=contextlib.nullcontext, exit_layer: int | None = None) -> torch.Tensor:
+    """float64 [4] = (NLL over all targets, #targets, NLL over byte targets, #byte targets);
+    with `exit_layer`, of the early exit after that trunk layer."""
     from stlm_selfplay.model.tokenizer import PAD_ID
 
     was_training = model.training
@@ -34,7 +35,10 @@ def nll_sums(model: nn.Module, val_ids: np.ndarray, batch_size: int, device: tor
         ids = torch.from_numpy(val_ids[start:start + batch_size].astype(np.int64)).to(device)
         attention_mask = (ids != PAD_ID).long()
         with autocast():
-            logits = model(ids, attention_mask=attention_mask).logits
+            if exit_layer is None:
+                logits = model(ids, attention_mask=attention_mask).logits
+            else:
+                logits = model(ids, attention_mask=attention_mask, exit_layers=[exit_layer]).exit_logits[exit_layer]
         nll = token_nll(logits, ids).double()
         mask = Batch(ids, attention_mask=attention_mask).target_mask().double()
         byte_mask = byte_target_mask(ids, mask)
@@ -48,9 +52,11 @@ def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
     return {"loss": nll / max(count, 1.0), "bpb": bits_per_byte(byte_nll, byte_count), "byte_targets": int(byte_count)}
 
 
-def evaluate_bpb(model: nn.Module, val_ids: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu") -> dict:
-    """{loss, bpb, byte_targets} of `model` on val ids [N, T] uint16 (what the trainer logs as val)."""
-    return metrics_from_sums(nll_sums(model, val_ids, batch_size, torch.device(device)))
+def evaluate_bpb(model: nn.Module, val_ids: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu",
+                 exit_layer: int | None = None) -> dict:
+    """{loss, bpb, byte_targets} of `model` (or its early exit after `exit_layer`) on val ids
+    [N, T] uint16 (what the trainer logs as val)."""
+    return metrics_from_sums(nll_sums(model, val_ids, batch_size, torch.device(device), exit_layer=exit_layer))
 
 
 def sample_text(model: nn.Module, prompt: str, num_bytes: int, temperature: float, seed: int) -> str:
