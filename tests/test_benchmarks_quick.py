@@ -26,6 +26,11 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_gpu": {"preset", "bytes_per_s"},
     "bench_envs": {"game"},
     "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
+    "bench_model": {"what", "bytes_per_s"},
+}
+RATIO_KEYS = {  # same-run ratios the benchmark reports
+    "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
+                    "self_speculative_acceptance"},
 }
 EXTRA_KEYS = {  # top-level keys beyond the shared ones
     "bench_lm": {"per_seed", "seeds", "seconds", "settings"},
@@ -51,6 +56,7 @@ def test_quick_run_prints_its_json(script: Path, tmp_path):
     assert SHARED_KEYS <= payload.keys()
     assert payload["quick"] is True and payload["rows"]
     assert EXTRA_KEYS.get(script.stem, set()) <= payload.keys()
+    assert RATIO_KEYS.get(script.stem, set()) <= payload["ratios"].keys()
     for row in payload["rows"]:
         if script.stem == "bench_gpu" and row["preset"] == "sampler":
             assert {"batch", "new_bytes", "bytes_per_s"} <= row.keys()
