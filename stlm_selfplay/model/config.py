@@ -18,6 +18,7 @@ from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PATCHINGS = ("fixed", "dynamic")
 POOLINGS = ("mean", "attention")
+MOD_ROUTINGS = ("topk", "causal")
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 PRESETS = ("tiny", "stlm-10m", "stlm-50m", "stlm-100m")
 
@@ -53,6 +54,12 @@ class STLMConfig(PreTrainedConfig):
     tie_embeddings: bool = True  # byte output head shares the byte embedding matrix
     # --- extra outputs for objectives ---
     mtp_heads: int = 0  # multi-byte prediction heads (objective `mtp`): head i conditions patch k+1+i on state k
+    # --- Mixture-of-Depths (model/mod.py, objective `mod`) ---
+    mod_every: int = 0  # every k-th trunk block is routed (2: blocks 1, 3, 5, ...); 0 = none
+    mod_capacity: float = 0.125  # C: top-k routing processes k = ceil(C N) of a row's N patches
+    mod_router_scale: bool = True  # processed patches: x + sigmoid(z) f(x) (router learns from the LM loss); false: x + f(x)
+    mod_routing: str = "topk"  # routing in training mode: topk | causal; eval mode and cached decoding always use causal
+    mod_predictor: bool = False  # causal routing reads a small MLP on stop-gradient inputs trained to predict top-k
     # --- regularisation and numerics ---
     dropout: float = 0.0  # dropout on attention/FFN outputs while training
     layer_dropout: float = 0.0  # p_max of LayerSkip layer dropout in training: p_l = S(t) D(l) p_max (modeling.layer_dropout_rates); 0 = off
@@ -85,6 +92,11 @@ class STLMConfig(PreTrainedConfig):
     @property
     def local_ff(self) -> int:
         return self.local_d_ff or 8 * (-(-8 * self.d_local // 3) // 8)
+
+    @property
+    def routed_layers(self) -> list[int]:
+        """Trunk blocks with a Mixture-of-Depths router: l with (l + 1) % mod_every == 0."""
+        return [l for l in range(self.n_layers) if self.mod_every and (l + 1) % self.mod_every == 0]
 
     @property
     def is_plain_gpt(self) -> bool:
@@ -122,6 +134,11 @@ class STLMConfig(PreTrainedConfig):
         need(0.0 <= self.layer_dropout < 1.0, "layer_dropout", "a float in [0, 1)")
         need(self.norm_eps > 0, "norm_eps", "a float > 0")
         need(self.rope_theta > 0, "rope_theta", "a float > 0")
+        need(isinstance(self.mod_every, int) and self.mod_every >= 0, "mod_every", "an integer >= 0")
+        need(0.0 < self.mod_capacity <= 1.0, "mod_capacity", "a float in (0, 1]")
+        need(self.mod_routing in MOD_ROUTINGS, "mod_routing", " | ".join(MOD_ROUTINGS))
+        need(isinstance(self.mod_router_scale, bool), "mod_router_scale", "true | false")
+        need(isinstance(self.mod_predictor, bool), "mod_predictor", "true | false")
         need(self.vocab_size == VOCAB_SIZE, "vocab_size", f"{VOCAB_SIZE} (the byte tokenizer)")
 
 

@@ -6,13 +6,19 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
 
 `flops_per_byte(config)` estimates training FLOPs per byte (forward + backward = 3x forward):
 
-    F = [6 M_trunk + 6 n_layers d_model (N_p + 1)] / P        (trunk, once per patch)
+    F = sum_l c_l [6 M_l + 6 d_model (c_l N_p + 1)] / P       (trunk, once per patch)
+      + 6 n_routed M_router / P                                (Mixture-of-Depths routers)
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
       + 2 [6 M_dec + 6 n_dec d_local (2 P_max + 1)]            (decoder: 2 window slots per byte)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
       + (H + X) [decoder + condition + byte head terms]         (H multi-byte heads, X extra exits)
       + H 6 d_model^2 / P                                      (each multi-byte head's W_i)
+
+M_l is trunk block l's weights (with the shared FFN when share_ffn). c_l = mod_capacity C for a
+routed block (top-k training: a C share of the patches runs it, attending over C N_p keys), else 1;
+M_router is one router's weights (plus its predictor). The causal routing of evaluation and
+sampling, as implemented, computes every patch and masks (dense cost).
 
 X is the number of extra early exits an objective computes per step on average (each is one
 more pass of the shared decoder and head; `early_exit_passes` gives it for a curriculum).
@@ -91,11 +97,13 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     """Training FLOPs per byte of the formula in the module docstring."""
     model = build_on_meta(config)
     p, pm = expected_patch_size(config), config.max_patch
-    m_trunk = sum(_matmul_weights(layer) for layer in model.trunk.layers)
-    if model.trunk.shared_ffn is not None:
-        m_trunk += config.n_layers * _matmul_weights(model.trunk.shared_ffn)
+    shared = 0 if model.trunk.shared_ffn is None else _matmul_weights(model.trunk.shared_ffn)
     n_patches = config.max_seq_len / p
-    trunk = (6 * m_trunk + 6 * config.n_layers * config.d_model * (n_patches + 1)) / p
+    routed = set(config.routed_layers)
+    trunk = 6 * sum(_matmul_weights(router) for router in model.trunk.routers.values()) / p
+    for l, layer in enumerate(model.trunk.layers):
+        c = config.mod_capacity if l in routed else 1.0
+        trunk += c * (6 * (_matmul_weights(layer) + shared) + 6 * config.d_model * (c * n_patches + 1)) / p
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)

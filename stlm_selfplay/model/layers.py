@@ -75,28 +75,44 @@ class CacheStep:
         return self._built
 
 
+def routed_mask(mask: torch.Tensor, keep: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    """Attention mask of a routed block (Mixture-of-Depths, `mod.py`):
+
+        mask & (keep[key] or key == query),   mask [s or 1, 1, n, L] (key <= query)
+
+    keep [s, L] bool marks processed patches, query_pos [s or 1, n] the queries' positions. A
+    skipped patch is never another patch's key; every query sees itself, so no softmax row is
+    empty (a skipped query's output is discarded)."""
+    key = torch.arange(mask.shape[-1], device=mask.device)
+    return mask & (keep[:, None, None, :] | (key == query_pos[..., None])[:, None])
+
+
 class LayerCache:
-    """Keys and values of one attention layer for B rows: k, v [B, H_kv, max_len, head_dim]."""
+    """Keys and values of one attention layer for B rows: k, v [B, H_kv, max_len, head_dim], and
+    `keep` [B, max_len] bool: whether a routed block processed each position (True otherwise)."""
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
         self.k = torch.zeros(batch, heads, max_len, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
+        self.keep = torch.ones(batch, max_len, device=device, dtype=torch.bool)
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, step: CacheStep):
+    def update(self, k: torch.Tensor, v: torch.Tensor, step: CacheStep, keep: torch.Tensor | None = None):
         """Write k, v [s, H, n, d] at positions start..start+n-1; return all keys, values
-        [s, H, length, d] and the mask [s, 1, n, length] (key position <= query position)."""
+        [s, H, length, d] and the mask [s, 1, n, length] (key position <= query position).
+        A routed block passes `keep` [s, n]: it is stored and folded in (`routed_mask`)."""
         rows, pos, mask = step.positions(k.shape[2])
         self.k[rows, :, pos] = k.transpose(1, 2).to(self.k.dtype)
         self.v[rows, :, pos] = v.transpose(1, 2).to(self.v.dtype)
-        if step.rows is None:
-            keys, values = self.k[:, :, : step.length], self.v[:, :, : step.length]
-        else:
-            keys, values = self.k[step.rows, :, : step.length], self.v[step.rows, :, : step.length]
+        sel = slice(None) if step.rows is None else step.rows
+        keys, values = self.k[sel, :, : step.length], self.v[sel, :, : step.length]
+        if keep is not None:
+            self.keep[rows, pos] = keep
+            mask = routed_mask(mask, self.keep[sel, : step.length], pos)
         return keys, values, mask
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (e.g. to expand one context into many continuations)."""
-        self.k, self.v = self.k[rows], self.v[rows]
+        self.k, self.v, self.keep = self.k[rows], self.v[rows], self.keep[rows]
 
 
 class Attention(nn.Module):
@@ -115,7 +131,9 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
         self.dropout = dropout
 
-    def forward(self, x, cos, sin, cache: LayerCache | None = None, step: CacheStep | None = None):
+    def forward(self, x, cos, sin, cache: LayerCache | None = None, step: CacheStep | None = None,
+                keep: torch.Tensor | None = None):
+        """`keep` [N, L] bool (routed blocks): keys restricted as in `routed_mask`."""
         n, length, _ = x.shape
         q = self.wq(x).view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
@@ -125,9 +143,14 @@ class Attention(nn.Module):
         gqa = self.n_heads != self.n_kv_heads
         if cache is None:
             p = self.dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, enable_gqa=gqa)
+            mask = None
+            if keep is not None:
+                pos = torch.arange(length, device=x.device)
+                mask = routed_mask((pos[None, :] <= pos[:, None])[None, None], keep, pos[None])
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=p,
+                                                 enable_gqa=gqa)
         else:
-            k, v, mask = cache.update(k, v, step)
+            k, v, mask = cache.update(k, v, step, keep)
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=gqa)
         return self.wo(out.transpose(1, 2).reshape(n, length, self.n_heads * self.head_dim))
 
@@ -166,7 +189,9 @@ class LoRA(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block:  x += attn(norm(x));  x += ffn(norm(x)).
 
-    With `ffn=None` the block uses the `shared_ffn` passed to forward plus its own LoRA.
+    With `ffn=None` the block uses the `shared_ffn` passed to forward plus its own LoRA. A routed
+    block (`mod.py`) passes `keep` (which patches may be keys) and `gate` r [N, L, 1]:
+    x + r f(x) with f(x) = a + ffn(norm(x + a)), a = attn(norm(x)).
     """
 
     def __init__(self, dim, n_heads, n_kv_heads, hidden, *, qk_norm, eps, dropout, shared_rank: int | None = None):
@@ -178,7 +203,10 @@ class Block(nn.Module):
         self.lora = LoRA(dim, hidden, shared_rank) if shared_rank else None
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos, sin, cache=None, step=None, shared_ffn: SwiGLU | None = None):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step))
+    def forward(self, x, cos, sin, cache=None, step=None, shared_ffn: SwiGLU | None = None,
+                keep: torch.Tensor | None = None, gate: torch.Tensor | None = None):
+        a = self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step, keep))
+        h = x + a
         ffn = self.ffn if self.ffn is not None else shared_ffn
-        return x + self.drop(ffn(self.ffn_norm(x), self.lora))
+        g = self.drop(ffn(self.ffn_norm(h), self.lora))
+        return h + g if gate is None else x + gate * (a + g)

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from stlm_selfplay.model.config import STLMConfig
 from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rope_angles
+from stlm_selfplay.model.mod import ROUTINGS, Router, RouterOutput, routed_block
 from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
@@ -41,7 +42,7 @@ class STLMOutput(CausalLMOutput):
     trunk_states: tuple[torch.Tensor, ...] | None = None  # per trunk layer [B, n_patches, d_model]
     patch_ids: torch.Tensor | None = None  # [B, T] patch index of each byte, -1 for pads
     exit_logits: dict[int, torch.Tensor] | None = None  # {trunk layer: [B, T, V]} when exit_layers asked
-    router_logits: tuple[torch.Tensor, ...] | None = None  # routed blocks (objectives)
+    router_logits: tuple[RouterOutput, ...] | None = None  # per routed block when output_router_logits (objective `mod`)
     mtp_logits: tuple[torch.Tensor, ...] | None = None  # multi-token prediction heads (objectives)
 
 
@@ -105,7 +106,8 @@ def layer_dropout_rates(step: int | None, total_steps: int, n_layers: int, p_max
 
 
 class Trunk(nn.Module):
-    """The global causal transformer over patch vectors, an explicit loop over layers."""
+    """The global causal transformer over patch vectors, an explicit loop over layers. Blocks in
+    `config.routed_layers` have a Mixture-of-Depths router (`mod.py`)."""
 
     def __init__(self, config: STLMConfig):
         super().__init__()
@@ -115,31 +117,58 @@ class Trunk(nn.Module):
             Block(config.d_model, config.n_heads, config.n_kv_heads, config.d_ff, qk_norm=config.qk_norm,
                   eps=config.norm_eps, dropout=config.dropout, shared_rank=rank)
             for _ in range(config.n_layers))
+        self.routers = nn.ModuleDict({str(l): Router(config.d_model, config.mod_predictor)
+                                      for l in config.routed_layers})
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.rope_theta, self.head_dim = config.rope_theta, config.d_model // config.n_heads
         self.max_len = config.max_patches  # trunk positions are patch indices
+        self.mod_options = dict(capacity=config.mod_capacity, router_scale=config.mod_router_scale)
+        self.train_routing = config.mod_routing
 
     def forward(self, x, positions, caches=None, step=None, keep_states=False, layers: range | None = None,
-                drop_rates: list[float] | None = None):
+                drop_rates: list[float] | None = None, routing: str | None = None,
+                routes: list[RouterOutput] | None = None):
         """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None).
 
         `layers` runs a sub-range of the trunk (early exit, self-speculative drafting; caches are
         indexed by absolute layer). `drop_rates[l]` (training only) skips layer l for each row
-        with that probability (layer dropout): kept rows run the layer, dropped rows pass through."""
+        with that probability (layer dropout): kept rows run the layer, dropped rows pass through.
+        `routing` (routed blocks): None = config.mod_routing in training mode, "causal" in eval
+        mode and with caches; each routed block appends its `RouterOutput` to `routes` if given
+        (under layer dropout, for the rows that ran it: `RouterOutput.rows`)."""
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.max_len)
+        if routing is None:
+            routing = self.train_routing if self.training and caches is None else "causal"
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
         states = []
         for i in (range(len(self.layers)) if layers is None else layers):
-            layer, cache = self.layers[i], None if caches is None else caches[i]
+            cache = None if caches is None else caches[i]
             rate = drop_rates[i] if drop_rates is not None and self.training else 0.0
             if rate > 0.0:
                 kept = (torch.rand(x.shape[0], device=x.device) >= rate).nonzero().squeeze(1)
                 rows = (lambda t: t) if cos.shape[0] == 1 else (lambda t: t[kept])
-                x = x.index_copy(0, kept, layer(x[kept], rows(cos), rows(sin), shared_ffn=self.shared_ffn))
+                x = x.index_copy(0, kept, self.block(i, x[kept], rows(cos), rows(sin), routing=routing, routes=routes,
+                                                     rows=kept))
             else:
-                x = layer(x, cos, sin, cache, step, shared_ffn=self.shared_ffn)
+                x = self.block(i, x, cos, sin, cache, step, routing, routes)
             if keep_states:
                 states.append(x)
         return x, (tuple(states) if keep_states else None)
+
+    def block(self, i: int, x, cos, sin, cache=None, step=None, routing: str = "causal",
+              routes: list[RouterOutput] | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Trunk layer i on x (batch `rows` of the whole, None = all): the plain block, or through
+        its router (`mod.routed_block`)."""
+        layer = self.layers[i]
+        if str(i) not in self.routers:
+            return layer(x, cos, sin, cache, step, shared_ffn=self.shared_ffn)
+        x, report = routed_block(self.routers[str(i)], layer, x, cos, sin, cache, step, routing=routing,
+                                 shared_ffn=self.shared_ffn, **self.mod_options)
+        if routes is not None:
+            report.rows = rows
+            routes.append(report)
+        return x
 
 
 class LocalDecoder(nn.Module):
@@ -292,6 +321,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         exit_layers: Sequence[int] | Callable[[int], Sequence[int]] | None = None,
         train_progress: tuple[int, int] | None = None,
         output_mtp_logits: bool = False,
+        output_router_logits: bool = False,
+        routing: str | None = None,
         **kwargs,
     ) -> STLMOutput:
         """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
@@ -305,7 +336,10 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         dropout's S(t) (`layer_dropout_rates`); without it S = 1. Layer dropout is on only in
         training mode and only when `config.layer_dropout` > 0. `output_mtp_logits` adds
         `mtp_logits` (one [B, T, V] per multi-byte head, aligned like `logits`: head i's entry t
-        predicts input_ids[:, t+1] from the trunk state i patches older than `logits` uses)."""
+        predicts input_ids[:, t+1] from the trunk state i patches older than `logits` uses).
+        `routing` picks Mixture-of-Depths routing (topk | causal; None = config.mod_routing in
+        training mode, causal in eval mode); `output_router_logits` adds `router_logits`, one
+        `mod.RouterOutput` per routed block (router logits, top-k mask, predictor logits)."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
         n_layers = self.config.n_layers
@@ -319,7 +353,9 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         layout = make_layout(input_ids, attention_mask, self.config)
         patches = self.encode_patches(layout.enc_ids, layout.enc_valid)
         positions = torch.arange(patches.shape[1], device=patches.device)[None]
-        state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits), drop_rates=drop)
+        routes = [] if output_router_logits else None
+        state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits), drop_rates=drop,
+                                   routing=routing, routes=routes)
         logits = self.logits_from_trunk(state, layout, logits_to_keep)
         exit_logits = None
         if exits:
@@ -334,7 +370,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                    labels[:, 1:].reshape(-1), ignore_index=-100)
         return STLMOutput(loss=loss, logits=logits, trunk_states=states if output_trunk_states else None,
-                          patch_ids=layout.patch_ids, exit_logits=exit_logits, mtp_logits=mtp_logits)
+                          patch_ids=layout.patch_ids, exit_logits=exit_logits, mtp_logits=mtp_logits,
+                          router_logits=None if routes is None else tuple(routes))
 
     # ------------------------------------------------------------------ HF generation (uncached)
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
