@@ -79,6 +79,12 @@ def initial_model(cfg: RootConfig, device: torch.device, resume_from: Path | Non
     return model.to(device).eval()
 
 
+def rollout_routing(model) -> dict:
+    """Forward kwargs that make training forwards route as sampling did: causal Mixture-of-Depths
+    routing for a model with routed blocks (`model/mod.py`), nothing otherwise."""
+    return {"routing": "causal"} if model.config.routed_layers else {}
+
+
 def split_objectives(specs) -> tuple[torch.nn.Module, ObjectiveSet | None]:
     """(the RL objective, the auxiliary objectives with their weights or None)."""
     pairs = list(zip(build_objectives(specs).objectives, build_objectives(specs).weights))
@@ -203,6 +209,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     logger = MetricsLogger(run_dir, cfg.logging, dataclasses.asdict(cfg), active=dist.is_main,
                            resume_step=update if resume_from is not None else None)
     train_model: torch.nn.Module = model
+    routing = rollout_routing(model)
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if dist.is_main:
@@ -286,11 +293,12 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                             if isinstance(part, str):  # auxiliary objectives on this rank's transcripts
                                 batch = transcript_batch(episodes, model.config.max_seq_len)
                                 out = aux_objectives(train_model(batch.input_ids.to(device),
-                                                                 attention_mask=batch.attention_mask.to(device)), batch)
+                                                                 attention_mask=batch.attention_mask.to(device),
+                                                                 **routing), batch)
                                 loss, prefix = out.loss, "aux/"
                             elif len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
                                 ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
-                                loss, out, prefix = train_model(ids).logits.sum() * 0.0, None, ""
+                                loss, out, prefix = train_model(ids, **routing).logits.sum() * 0.0, None, ""
                             else:
                                 part_turns = [turns[i] for i in part]
                                 batch = turns_to_batch(part_turns, torch.as_tensor(adv[part]), stage.temperature,
@@ -303,7 +311,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                 if reference is not None:
                                     with torch.no_grad():
                                         batch.ref_logprobs = policy_logprobs(reference(ids, attention_mask=attn), batch)[0]
-                                out = rl_objective(train_model(ids, attention_mask=attn), batch)
+                                out = rl_objective(train_model(ids, attention_mask=attn, **routing), batch)
                                 loss, prefix = out.loss * scale, f"{rl_objective.name}/"
                             loss.backward()
                         if out is not None:
