@@ -15,5 +15,6 @@ from stlm_selfplay.objectives import z_loss  # noqa: F401  (registers "z_loss")
 from stlm_selfplay.objectives import distill  # noqa: F401  (registers "distill")
 from stlm_selfplay.objectives import early_exit  # noqa: F401  (registers "early_exit")
 from stlm_selfplay.objectives import mtp  # noqa: F401  (registers "mtp")
+from stlm_selfplay.objectives import mod  # noqa: F401  (registers "mod")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]
