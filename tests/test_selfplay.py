@@ -205,6 +205,19 @@ def test_auxiliary_objective_kl_reference_and_curriculum(tmp_path):
     assert train[1]["grpo/kl"] > 0
 
 
+def test_auxiliary_objectives_get_the_model_outputs_they_ask_for(tmp_path):
+    """An aux objective's model_kwargs reach the forward: early_exit gets per-layer exit logits."""
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    cfg = load_config(None, TINY_MODEL + ["model.overrides.n_layers=2"] + selfplay_overrides(
+        "", tmp_path, "aux-ee", updates=1, games_per_update=4, eval__episodes=2, eval__games="[tictactoe]",
+        objectives="[{name: reinforce}, {name: early_exit, weight: 0.5}]"))
+    selfplay(cfg)
+    row = read_metrics(tmp_path / "aux-ee" / "metrics.jsonl", "train")[0]
+    assert row["aux/early_exit/exit0_bpb"] > 0 and row["aux/early_exit/exit1_bpb"] > 0
+    assert row["aux/early_exit/exit0_bpb"] != row["aux/early_exit/exit1_bpb"]
+
+
 def test_bundled_selfplay_config_is_valid(repo_root):
     cfg = load_config(repo_root / "configs" / "selfplay" / "tictactoe-constrained.yaml")
     check_selfplay(cfg.selfplay)

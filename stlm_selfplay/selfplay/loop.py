@@ -292,9 +292,10 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                         with sync:
                             if isinstance(part, str):  # auxiliary objectives on this rank's transcripts
                                 batch = transcript_batch(episodes, model.config.max_seq_len)
+                                batch.step, batch.total_steps = step, schedule.steps
                                 out = aux_objectives(train_model(batch.input_ids.to(device),
                                                                  attention_mask=batch.attention_mask.to(device),
-                                                                 **routing), batch)
+                                                                 **routing, **aux_objectives.model_kwargs(batch)), batch)
                                 loss, prefix = out.loss, "aux/"
                             elif len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
                                 ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
