@@ -141,9 +141,13 @@ def average_kuhn_table(tables: Sequence[dict[str, dict[str, float]]]) -> dict[st
 
 def kuhn_metrics(model, snapshot_tables: Sequence[dict]) -> tuple[dict[str, float], dict]:
     """(metrics, the model's table): exploitability of the model and of the average policy of
-    the snapshots' tables plus the model's."""
+    the snapshots' tables plus the model's, the model counted once: when the newest snapshot
+    is this very model (a snapshot taken at the evaluated update) it is not added again."""
     table = kuhn_table(model)
-    average = average_kuhn_table(list(snapshot_tables) + [table])
+    tables = list(snapshot_tables)
+    if not tables or tables[-1] != table:
+        tables.append(table)
+    average = average_kuhn_table(tables)
     return {"kuhn_poker/exploitability": kuhn_exploitability(table),
             "kuhn_poker/avg_exploitability": kuhn_exploitability(average)}, table
 
