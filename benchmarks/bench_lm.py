@@ -47,17 +47,18 @@ VIRTUAL_STEPS = 10_000  # schedule resolution of the time-budgeted variants
 
 PLAIN = dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0)
 # Each variant: model fields, then training settings (seq_len = context, steps = 0 -> train for the budget).
-# (b) and (c) were picked by 40-second runs on a loaded machine (benchmarks/RESULTS.md, bench_lm):
-# lr 2e-3 over 3e-3 and 128 over 192 wide for (b); for (c) a 128-wide trunk with 64-wide local
-# modules and 4 x 256-byte sequences beat 256/192-wide trunks, 128-wide local modules and P=2.
+# (b) and (c) were picked by short one-seed runs (benchmarks/RESULTS.md, bench_lm): lr 2e-3 over
+# 3e-3 and 128 over 192 wide for (b); for (c) a 128-wide trunk with 96-wide local modules, a
+# 2-layer local decoder and 8 x 128-byte sequences beat 64/128-wide local modules, one decoder
+# layer, 256- or 64-byte contexts, 192/256-wide trunks and P=2 in 45-second runs.
 VARIANTS = {
     "a": {"label": "(a) nanoGPT CPU recipe, our P=1", "model": dict(PLAIN, d_model=128, d_local=128, n_layers=4, n_heads=4,
           n_kv_heads=4, d_ff=344, local_heads=4), "seq_len": 64, "batch": 12, "lr": 1e-3, "steps": 2000, "warmup": 100},
     "b": {"label": "(b) plain byte GPT (P=1)", "model": dict(PLAIN, d_model=128, d_local=128, n_layers=4, n_heads=4,
           n_kv_heads=4, d_ff=344, local_heads=4), "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100},
     "c": {"label": "(c) pooled STLM (P=4)", "model": dict(patch_size=4, d_model=128, n_layers=4, n_heads=4, n_kv_heads=4,
-          d_ff=344, d_local=64, local_heads=2, n_local_encoder_layers=1, n_local_decoder_layers=1),
-          "seq_len": 256, "batch": 4, "lr": 3e-3, "steps": 0, "warmup": 100},
+          d_ff=344, d_local=96, local_heads=2, n_local_encoder_layers=1, n_local_decoder_layers=2),
+          "seq_len": 128, "batch": 8, "lr": 3e-3, "steps": 0, "warmup": 100},
 }
 QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=64, local_heads=2)
 
