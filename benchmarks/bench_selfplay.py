@@ -2,12 +2,16 @@
 
 Each game's model is first pretrained only on random-play transcripts (`data.source: games`,
 players random), then improved by the self-play loop (`stlm_selfplay.selfplay.loop.selfplay`,
-REINFORCE with RAE baselines against random play, itself and its snapshots). The run is cut
+REINFORCE with RAE baselines). Tic-tac-toe: `generic_recipe`, against random play, itself and
+its snapshots. Kuhn: `configs/selfplay/kuhn.yaml`, against itself and its snapshots with an
+entropy bonus (without it the card-blind pretrained policy turns deterministic before it learns
+to read its card, and stays at exploitability 1/3; benchmarks/RESULTS.md). The run is cut
 into chunks of `--eval-every` updates; after each, the loop's own evaluation
 (`selfplay/evaluate.py`) logs the optimal-move rate over all 4,520 positions, W/D/L against
 random and minimax by seat (greedy decoding), or Kuhn exploitability of the current and the
 average policy. Every curve point carries training wall-clock seconds (rollouts + updates,
-evaluation excluded) and games played. A run stops once `--minutes` of training time are spent.
+evaluation excluded) and games played. A run stops once `--minutes` of training time are spent
+(or, for a YAML recipe, once its `selfplay.updates` are done).
 
 At the end, tic-tac-toe models play 500 games per seat (1,000) against minimax.
 Goals (hard on purpose): optimal-move rate >= 0.99 and no loss to minimax in 1,000 games within
@@ -32,7 +36,6 @@ from _common import base_parser, report  # noqa: E402
 
 from stlm_selfplay.config import load_config  # noqa: E402
 from stlm_selfplay.runs import latest_checkpoint, load_model  # noqa: E402
-from stlm_selfplay.config import load_config  # noqa: E402
 from stlm_selfplay.selfplay.evaluate import evaluate_model  # noqa: E402
 from stlm_selfplay.selfplay.loop import selfplay  # noqa: E402
 from stlm_selfplay.train.metrics import read_metrics  # noqa: E402
@@ -42,11 +45,20 @@ from stlm_selfplay.train.pretrain import pretrain  # noqa: E402
 MODEL = dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=344, d_local=64, local_heads=2, patch_size=2,
              max_seq_len=128)
 QUICK_MODEL = dict(MODEL, d_model=32, n_layers=1, d_ff=64, d_local=32)
-RUNS = {  # name: (game, action mode, evaluation bots)
-    "ttt-free": ("tictactoe", "free", "[random, minimax]"),
-    "ttt-constrained": ("tictactoe", "constrained", "[random, minimax]"),
-    "kuhn": ("kuhn_poker", "constrained", "[random, nash]"),
+RUNS = {  # name: (game, action mode, evaluation bots, self-play recipe: a YAML, or "" = generic_recipe)
+    "ttt-free": ("tictactoe", "free", "[random, minimax]", ""),
+    "ttt-constrained": ("tictactoe", "constrained", "[random, minimax]", ""),
+    "kuhn": ("kuhn_poker", "constrained", "[random, nash]", "configs/selfplay/kuhn.yaml"),
 }
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generic_recipe(game: str, mode: str) -> list[str]:
+    """REINFORCE + RAE, normalized advantages, lr 1e-3, against random 0.3 / self 0.4 / pool 0.3."""
+    return ["selfplay.updates=1000000", "selfplay.lr=1e-3", "selfplay.advantages.normalize=true",
+            "selfplay.pool.snapshot_every=5",
+            f"selfplay.stages=[{{games: {{{game}: 1.0}}, opponents: {{random: 0.3, self: 0.4, pool: 0.3}}, "
+            f"mode: {mode}, temperature: 1.0}}]"]
 
 
 def pretrain_on_games(work: Path, game: str, steps: int, model: dict, seed: int = 0, episodes: int = 5000) -> Path:
@@ -73,22 +85,21 @@ def pretrained_model(work: Path, game: str, steps: int, quick: bool = False) -> 
 
 def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, episodes: int, seed: int,
           games_per_update: int = 64, optimal_rate: bool = True) -> list[dict]:
-    """Self-play from `init` in chunks of `eval_every` updates until `minutes` of training time."""
-    game, mode, bots = RUNS[name]
-    overrides = [f"run.out_dir={work}", f"run.name={name}", f"run.seed={seed}", "run.device=cpu", "run.cpu_threads=1",
+    """Self-play from `init` in chunks of `eval_every` updates until `minutes` of training time,
+    or until the recipe's `selfplay.updates` (a YAML recipe lays its schedules out over them)."""
+    game, mode, bots, recipe = RUNS[name]
+    overrides = ([] if recipe else generic_recipe(game, mode)) + [
+                 f"run.out_dir={work}", f"run.name={name}", f"run.seed={seed}", "run.device=cpu", "run.cpu_threads=1",
                  f"run.checkpoint_every={eval_every}", "run.keep_last=1", "logging.wandb=disabled",
                  "logging.progress=false", "optimizer.weight_decay=0.0",
-                 f"selfplay.init_from={init}", "selfplay.updates=1000000", f"selfplay.games_per_update={games_per_update}",
-                 "selfplay.lr=1e-3", "selfplay.advantages.normalize=true", "selfplay.pool.snapshot_every=5",
-                 f"selfplay.stages=[{{games: {{{game}: 1.0}}, opponents: {{random: 0.3, self: 0.4, pool: 0.3}}, "
-                 f"mode: {mode}, temperature: 1.0}}]",
+                 f"selfplay.init_from={init}", f"selfplay.games_per_update={games_per_update}",
                  f"selfplay.eval.every={eval_every}", f"selfplay.eval.bots={bots}", f"selfplay.eval.episodes={episodes}",
                  "selfplay.eval.ratings=false", f"selfplay.eval.optimal_rate={optimal_rate and game == 'tictactoe'}"]
-    cfg = load_config(None, overrides)
-    trained = 0.0
-    while trained < minutes * 60:
+    cfg = load_config(REPO / recipe if recipe else None, overrides)
+    trained, done = 0.0, 0
+    while trained < minutes * 60 and done < cfg.selfplay.updates:
         with contextlib.redirect_stdout(io.StringIO()):
-            selfplay(cfg, max_updates=eval_every)
+            done = selfplay(cfg, max_updates=eval_every)["update"]
         trained = sum(r["update_s"] for r in read_metrics(work / name / "metrics.jsonl", "train"))
     train = read_metrics(work / name / "metrics.jsonl", "train")
     seconds = {r["step"]: sum(t["update_s"] for t in train if t["step"] <= r["step"]) for r in train}
@@ -106,7 +117,7 @@ def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, ep
 
 def final_minimax(work: Path, name: str, episodes: int, seed: int) -> dict:
     """The final model against minimax: `episodes` per seat, greedy, in the run's action mode."""
-    game, mode, _ = RUNS[name]
+    game, mode, _, _ = RUNS[name]
     model = load_model(latest_checkpoint(work / name))
     metrics, _ = evaluate_model(model, [game], ["minimax"], episodes, seed + 1, mode, 0.0, False)
     return {"games": 2 * episodes, "losses": round(metrics[f"{game}/minimax/loss_rate"] * 2 * episodes),

@@ -41,7 +41,12 @@ Per-token loss l (policy term + beta * KL) is reduced by `loss_type` (m = mask):
     dr_grpo: L = sum_it m_it l_it / (N * max_completion_length)            (Liu et al. 2025)
     dapo:    L = sum_it m_it l_it / num_items,  num_items = sum_it m_it     (Yu et al. 2025)
 
-then the entropy bonus: L <- L - entropy_coef * sum_it m_it H_it / sum_it m_it.
+then the entropy bonus: L <- L - c(step) * sum_it m_it H_it / sum_it m_it, with c annealed
+linearly over the optimizer steps (`batch.step`) when entropy_decay_steps > 0:
+
+    c(step) = c_final + (entropy_coef - c_final) * max(0, 1 - step / entropy_decay_steps)
+
+(c_final = entropy_coef_final; c = entropy_coef throughout when entropy_decay_steps = 0).
 These match TRL 1.16's `GRPOTrainer._compute_loss` (tests/test_rl_objectives.py calls it).
 """
 
@@ -197,12 +202,22 @@ class RLOptions:
     #                               unbiased reverse-KL gradient (TRL's use_bias_correction_kl)
     entropy_coef: float = 0.0  # entropy bonus: loss -= entropy_coef * mean entropy over action
     #                            tokens (constrained: entropy over the legal actions of each turn)
+    entropy_decay_steps: int = 0  # > 0: anneal the bonus linearly from entropy_coef to
+    #                               entropy_coef_final over this many optimizer steps (then hold)
+    entropy_coef_final: float = 0.0  # the bonus after entropy_decay_steps (only when > 0)
+
+    def entropy_weight(self, step: int) -> float:
+        """c(step) of the module docstring."""
+        if self.entropy_decay_steps <= 0:
+            return self.entropy_coef
+        left = max(0.0, 1.0 - step / self.entropy_decay_steps)
+        return self.entropy_coef_final + (self.entropy_coef - self.entropy_coef_final) * left
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
             raise unknown_name("loss_type", self.loss_type, LOSS_TYPES)
-        if self.beta < 0 or self.max_completion_length < 0:
-            raise UserError("RL options beta and max_completion_length must be >= 0")
+        if self.beta < 0 or self.max_completion_length < 0 or self.entropy_decay_steps < 0:
+            raise UserError("RL options beta, max_completion_length and entropy_decay_steps must be >= 0")
 
 
 class PolicyGradientObjective(Objective):
@@ -217,7 +232,7 @@ class PolicyGradientObjective(Objective):
 
     def forward(self, output, batch: Batch) -> ObjectiveOutput:
         logp, mask = policy_logprobs(output, batch)
-        entropy = policy_entropy(output, batch) if self.options.entropy_coef != 0.0 else None
+        entropy = policy_entropy(output, batch) if self.options.entropy_weight(batch.step) != 0.0 else None
         return self.loss_from_logprobs(logp, mask, batch, entropy)
 
     def loss_from_logprobs(self, logp, mask, batch: Batch, entropy=None) -> ObjectiveOutput:
@@ -247,7 +262,7 @@ class PolicyGradientObjective(Objective):
         loss = reduce_loss(per_token, mask, o.loss_type, max_len, batch.extras.get("num_items"))
         if entropy is not None:
             mean_entropy = masked_mean(entropy, mask)
-            loss = loss - o.entropy_coef * mean_entropy
+            loss = loss - o.entropy_weight(batch.step) * mean_entropy
             metrics["entropy"] = mean_entropy
         with torch.no_grad():
             metrics["ratio_mean"] = masked_mean(ratio, mask)
