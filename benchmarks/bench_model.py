@@ -67,7 +67,7 @@ def sample_bytes_per_s(model, prompts, new_bytes: int, use_cache: bool) -> float
 def train_early_exit(text: bytes, steps: int, seq_len: int = 256, batch: int = 16) -> STLMForCausalLM:
     """The tiny preset trained with LayerSkip's early-exit loss (every exit on) on random windows."""
     torch.manual_seed(0)
-    model = STLMForCausalLM(load_preset("tiny")).train()
+    model = STLMForCausalLM(load_preset("tiny", max_seq_len=512)).train()  # room for prompt + 256 new bytes
     objective = build_objectives([{"name": "early_exit", "curriculum": "none", "scale": "uniform"}])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
@@ -135,6 +135,7 @@ def main() -> None:
     rows += [{"what": f"sample {new_bytes} bytes x {n_prompts} ragged prompts, KV cache", "bytes_per_s": cached},
              {"what": f"sample {new_bytes} bytes x {n_prompts} ragged prompts, no cache", "bytes_per_s": uncached},
              {"what": f"sample {new_bytes} bytes x {n_prompts} equal-length prompts, KV cache", "bytes_per_s": aligned}]
+    ratios = {"train_P4_over_P1": p4 / p1, "sampler_cached_over_uncached": cached / uncached}
     if not args.quick:  # a rollout-sized batch: the trunk's weight reads are shared by more rows
         big = [(b"The quick brown fox jumps over the lazy dog. " * 2)[: 20 + i] for i in range(32)]
         cached32, uncached32 = (sample_bytes_per_s(model, big, new_bytes, c) for c in (True, False))
