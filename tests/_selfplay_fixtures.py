@@ -59,3 +59,16 @@ def selfplay_overrides(init_from: Path, out_dir: Path, name: str, **selfplay) ->
 
 def selfplay_config(init_from: Path, out_dir: Path, name: str, **selfplay):
     return load_config(None, selfplay_overrides(init_from, out_dir, name, **selfplay))
+
+
+def tiny_random_model(seed: int):
+    """A ~20k-parameter STLM at a seeded random init (global RNG untouched), for policy tests."""
+    import torch
+
+    from stlm_selfplay.model import STLMConfig, STLMForCausalLM
+
+    cfg = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=128, patch_size=2,
+                     d_local=16, local_heads=2, n_local_encoder_layers=1, n_local_decoder_layers=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return STLMForCausalLM(cfg).eval()

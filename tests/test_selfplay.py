@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _pretrain_helpers import TINY_MODEL, stlm
-from _selfplay_fixtures import selfplay_overrides
+from _selfplay_fixtures import selfplay_overrides, tiny_random_model
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.config import load_config
 from stlm_selfplay.selfplay.config import PoolConfig, SelfPlayConfig, StageConfig, check_selfplay
@@ -22,13 +22,7 @@ from stlm_selfplay.train.metrics import read_metrics
 
 @pytest.fixture(scope="module")
 def tiny():
-    from stlm_selfplay.model import STLMConfig, STLMForCausalLM
-
-    cfg = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=128, patch_size=2,
-                     d_local=16, local_heads=2, n_local_encoder_layers=1, n_local_decoder_layers=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return STLMForCausalLM(cfg).eval()
+    return tiny_random_model(0)
 
 
 # ----------------------------------------------------------------------------- config
