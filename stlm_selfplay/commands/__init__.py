@@ -11,3 +11,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, exam
     parser.add_argument("config", help=config_help, **({"nargs": "?", "default": None} if optional else {}))
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def load_or_print(path, overrides, print_config: bool):
+    """The resolved root config, or None after printing it as YAML (`--print-config`)."""
+    from stlm_selfplay.config import config_to_yaml, load_config
+
+    cfg = load_config(path, overrides)
+    if print_config:
+        print(config_to_yaml(cfg), end="")
+        return None
+    return cfg

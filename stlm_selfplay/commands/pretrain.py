@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from stlm_selfplay.commands import add_config_arguments
+from stlm_selfplay.commands import add_config_arguments, load_or_print
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stlm_selfplay.config import config_to_yaml, load_config
-
-    cfg = load_config(args.config, args.overrides)
-    if args.print_config:
-        print(config_to_yaml(cfg), end="")
+    cfg = load_or_print(args.config, args.overrides, args.print_config)
+    if cfg is None:
         return 0
     from stlm_selfplay.train.pretrain import pretrain
 

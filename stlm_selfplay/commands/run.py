@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from stlm_selfplay.commands import add_config_arguments
+from stlm_selfplay.commands import add_config_arguments, load_or_print
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,15 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stlm_selfplay.config import config_to_yaml, load_config
     from stlm_selfplay.stages import command_line, find_config, run_stages
 
     overrides = list(args.overrides)
     if args.config is not None and "=" in args.config and not args.config.endswith(".yaml"):
         overrides, args.config = [args.config] + overrides, None  # `stlm run key=value`: the quickstart
     path = find_config(args.config)
-    cfg = load_config(path, overrides)
-    if args.print_config:
-        print(config_to_yaml(cfg), end="")
+    cfg = load_or_print(path, overrides, args.print_config)
+    if cfg is None:
         return 0
     return run_stages(cfg, command_line(["run", *([args.config] if args.config else []), *overrides]))
