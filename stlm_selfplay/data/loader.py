@@ -136,4 +136,8 @@ class BatchStream:
         return batch
 
     def close(self) -> None:
+        """Stop the prefetch thread and wait for it: a daemon thread still inside a torch op when
+        the interpreter exits can abort the process ("terminate called without an active exception")."""
         self._stop.set()
+        if self._queue is not None and self._thread.is_alive():
+            self._thread.join(timeout=10)
