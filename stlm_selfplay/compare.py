@@ -245,8 +245,6 @@ def exit_numbers(cfg: RootConfig, folder: Path, new_bytes: int = 128, n_prompts:
     """Per-exit val bpb and early-exit / self-speculative sampler speed of a finished run."""
     import time
 
-    import torch
-
     from stlm_selfplay.data.cache import cache_folder
     from stlm_selfplay.data.loader import val_sequences
     from stlm_selfplay.model import generate, speculative_generate
@@ -269,15 +267,19 @@ def exit_numbers(cfg: RootConfig, folder: Path, new_bytes: int = 128, n_prompts:
             total += len(run(prompt).text)
         return total / (time.perf_counter() - started)
 
-    torch.manual_seed(0)
     stats = []
+
+    def speculative(prompt: bytes):
+        completions, run_stats = speculative_generate(model, [prompt], new_bytes, exit_layer=exit_layer)
+        stats.append(run_stats)
+        return completions[0]
+
     sampler = {
         "full_bytes_per_s": bytes_per_s(lambda p: generate(model, [p], new_bytes, greedy=True)[0]),
         "exit_bytes_per_s": bytes_per_s(lambda p: generate(model, [p], new_bytes, greedy=True, exit_layer=exit_layer)[0]),
-        "speculative_bytes_per_s": bytes_per_s(
-            lambda p: stats.append(speculative_generate(model, [p], new_bytes, exit_layer=exit_layer)) or stats[-1][0][0]),
+        "speculative_bytes_per_s": bytes_per_s(speculative),
     }
-    drafted, accepted = sum(s.drafted for _, s in stats), sum(s.accepted for _, s in stats)
+    drafted, accepted = sum(s.drafted for s in stats), sum(s.accepted for s in stats)
     sampler["acceptance_rate"] = accepted / drafted if drafted else 0.0
     return {"val_bpb": {str(k): v for k, v in bpb.items()}, "exit_layer": exit_layer, **sampler}
 

@@ -138,7 +138,7 @@ class DecodeState:
         step = CacheStep(sel, pos, int(pos.max()) + 1)
         state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step, layers=self.layers)
         self.trunk_out = state[:, 0]
-        self.cond[rows] = model.decoder.cond_proj(model.trunk.norm(state[:, 0]))
+        self.cond[rows] = model.condition(state[:, 0])
         self.n_done[rows] = pos + 1
         # new window: old current half (x' of the closed patch) right-aligned, then the new byte
         j = torch.arange(2 * pm, device=rows.device)[None]
@@ -154,8 +154,8 @@ class DecodeState:
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
         """Run slots 0..Pm of the rows' fresh windows (previous patch + first byte) through the
         decoder from an empty cache; return the logits of the new patch's first target."""
-        zeros = torch.zeros_like(rows)
-        return self._decode(sel, self.window[rows, : self.pm + 1], self.cond[rows], zeros, self.pm + 1, zeros + self.pm)
+        zeros, pm = torch.zeros_like(rows), self.pm
+        return self._decode(sel, self.window[rows, : pm + 1], self.cond[rows], zeros, pm + 1, zeros + pm)
 
     def reopen(self, cond: torch.Tensor) -> torch.Tensor:
         """At the start of a patch (patch_len == 0, every row): replace the decoder condition

@@ -281,6 +281,10 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         h = self.embed_bytes(enc_ids.reshape(batch * n, pm))
         return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
 
+    def condition(self, trunk_state: torch.Tensor) -> torch.Tensor:
+        """The decoder condition of the patch after a trunk state: c = W_c norm(s)."""
+        return self.decoder.cond_proj(self.trunk.norm(trunk_state))
+
     def conditions(self, trunk_state: torch.Tensor, n_windows: int, delay: int = 0) -> torch.Tensor:
         """Decoder conditions [B, n_windows, d_local]: c_m = W_c norm(s_{m-1-delay}), and
         c_m = W_c start where m - 1 - delay < 0 (delay > 0: multi-byte heads)."""

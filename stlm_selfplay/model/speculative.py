@@ -107,7 +107,7 @@ def _verify(model, state: DecodeState, closes: list[_Close], segments: list[_Seg
     step = CacheStep(None, torch.tensor([pos0], device=outs.device), pos0 + n)
     upper = range(exit_layer + 1, model.config.n_layers)
     full, _ = model.trunk(outs, positions, state.trunk_caches, step, layers=upper)
-    conds = model.decoder.cond_proj(model.trunk.norm(full[0]))
+    conds = model.condition(full[0])
     if not segments:
         return conds, []
     pm = state.pm
