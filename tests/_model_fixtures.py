@@ -10,9 +10,7 @@ import torch
 
 from stlm_selfplay.model import STLMConfig, STLMForCausalLM
 
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
-FALLBACK_TEXT = (b"To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
-                 b"the slings and arrows of outrageous fortune, or to take arms against a sea of troubles. ") * 40
+TEXT = Path(__file__).resolve().parent / "data" / "alice-ch1-5.txt"  # public domain, 60 KB (data/README.md)
 
 
 def small_config(**overrides) -> STLMConfig:
@@ -28,9 +26,10 @@ def plain_gpt_config(**overrides) -> STLMConfig:
     return small_config(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=64, **overrides)
 
 
-def text_bytes(limit: int = 200_000) -> bytes:
-    """Real text for training: tinyshakespeare when present, else a fixed repeated passage."""
-    return SHAKESPEARE.read_bytes()[:limit] if SHAKESPEARE.is_file() else FALLBACK_TEXT
+def text_bytes(limit: int | None = None) -> bytes:
+    """Real text for training: the first `limit` bytes (all when None) of the test text shipped in
+    tests/data (never the sibling shared/ folder, which a user's clone does not have)."""
+    return TEXT.read_bytes()[:limit]
 
 
 def train_steps(model, data: bytes, steps: int, *, seq_len: int = 128, batch: int = 8, lr: float = 3e-3,

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TEST_TEXT = Path(__file__).resolve().parent / "data" / "alice-ch1-5.txt"  # not ../shared: a bare clone has none
+TAKES_DATA = {"bench_lm", "bench_model", "bench_pretrain"}  # scripts with a --data text file option
 SLOW = {"bench_model", "bench_rollout", "bench_selfplay"}
 SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}
 ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
@@ -48,7 +50,8 @@ def scripts():
 
 @pytest.mark.parametrize("script", scripts())
 def test_quick_run_prints_its_json(script: Path, tmp_path):
-    done = subprocess.run([sys.executable, str(script), "--quick", "--json-only"], capture_output=True, text=True,
+    data = ["--data", str(TEST_TEXT)] if script.stem in TAKES_DATA else []
+    done = subprocess.run([sys.executable, str(script), "--quick", "--json-only", *data], capture_output=True, text=True,
                           cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith('{"benchmark"'))
