@@ -83,6 +83,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from stlm_selfplay.config import RootConfig, build_model_config, load_config, write_text_atomic
+from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, closest
 
 BUDGETS = ("steps", "bytes", "seconds", "flops")  # pretraining comparisons
@@ -168,9 +169,10 @@ def _choose_metric(path: Path, raw: dict, names: list[str], selfplay: bool) -> t
 
 def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CompareSpec:
     """Read and check a compare config; every variant's root config is loaded once to check it."""
-    path = Path(path)
-    if not path.is_file():
+    found = config_file(path)  # a file here, else a bundled config (works after a wheel install)
+    if found is None:
         raise UserError(f"compare config '{path}' not found; see configs/compare/")
+    path = found
     try:  # OmegaConf's YAML loader, as for root configs (it reads 1e12 as a number)
         raw = OmegaConf.to_container(OmegaConf.load(path))
     except Exception as err:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, closest
 from stlm_selfplay.selfplay.config import SelfPlayConfig
 
@@ -224,9 +225,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     schema = OmegaConf.structured(RootConfig)
     layers = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
+        found = config_file(path)  # a file here, else a bundled config (works after a wheel install)
+        if found is None:
             raise UserError(f"config file '{path}' not found; pass a YAML file such as configs/pretrain/shakespeare-tiny.yaml")
+        path = found
         try:
             layers.append((OmegaConf.load(path), str(path)))
         except Exception as err:

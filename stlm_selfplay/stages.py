@@ -28,26 +28,24 @@ import torch
 from omegaconf import OmegaConf
 
 from stlm_selfplay.config import RootConfig, run_dir as run_dir_of_config, write_text_atomic
+from stlm_selfplay.bundled import bundled_names, config_file
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.runs import latest_checkpoint, stage_dir
 
 INTERRUPTED = 130  # exit code of a run stopped by a signal (resumable)
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs (editable install)
 DEFAULT_CONFIG = "quickstart"
 
 
 def find_config(name: str | None) -> Path:
     """A config path, or a bundled config by name (`micro`, `configs/micro.yaml` from any folder;
-    None: the quickstart), found beside the package so `stlm run` works from any folder."""
-    path = Path(name or DEFAULT_CONFIG)
-    if path.is_file():
-        return path
-    bundled = CONFIGS_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
-    if path.parent in (Path("."), Path("configs")) and bundled.is_file():
-        return bundled
-    known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
-    raise UserError(f"config file '{name or bundled}' not found; pass a YAML file"
-                    + (f" or a bundled config name ({', '.join(known)})" if known else ""))
+    None: the quickstart), found by `bundled.config_file`, so `stlm run` works from any folder
+    and after a regular (non-editable) install."""
+    path = config_file(name or DEFAULT_CONFIG)
+    if path is None:
+        known = bundled_names()
+        raise UserError(f"config file '{name or DEFAULT_CONFIG}' not found; pass a YAML file"
+                        + (f" or a bundled config name ({', '.join(known)})" if known else ""))
+    return path
 
 
 def stage_config(cfg: RootConfig, stage: str) -> RootConfig:

@@ -13,13 +13,13 @@ from pathlib import Path
 import yaml
 from transformers import PreTrainedConfig
 
+from stlm_selfplay.bundled import bundled_names, configs_dir
 from stlm_selfplay.errors import UserError, closest, unknown_name
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PATCHINGS = ("fixed", "dynamic")
 POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 PRESETS = ("tiny", "stlm-10m", "stlm-50m", "stlm-100m")
 
 
@@ -152,11 +152,10 @@ def preset_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise UserError(f"model config '{name_or_path}' does not exist; pass a YAML path or one of: {', '.join(PRESETS)}")
         return path
-    candidate = PRESET_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) or list(PRESETS)
-        raise unknown_name("model preset", name_or_path, names)
-    return candidate
+    names = bundled_names("model")
+    if name_or_path not in names:  # checked by name: a 5,000-character name is not a file to stat
+        raise unknown_name("model preset", name_or_path, names or list(PRESETS))
+    return configs_dir() / "model" / f"{name_or_path}.yaml"
 
 
 def load_preset(name_or_path: str, **overrides) -> STLMConfig:
