@@ -22,12 +22,12 @@ import math
 import random
 from pathlib import Path
 
-from stlm_selfplay.config import RootConfig, run_dir as run_dir_of_config, write_text_atomic
+from stlm_selfplay.config import RootConfig
 from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.runs import latest_checkpoint, stage_dir
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import EVALUATION_FILE, latest_checkpoint, run_dir as run_dir_of_config, stage_config, stage_dir
 
-EVALUATION_FILE = "evaluation.json"
 ALPHA = 0.01
 POSITIONS = 4520  # reachable non-terminal tic-tac-toe positions (the optimal-move rate's n)
 MODELS = ("pretrained", "final")
@@ -57,7 +57,6 @@ def evaluation_models(cfg: RootConfig) -> dict[str, Path]:
     """{"pretrained": checkpoint, "final": checkpoint}, whichever the run has: the model self-play
     started from (the pretrain stage's final checkpoint, or `selfplay.init_from`) and its result."""
     from stlm_selfplay.runs import resolve_model_folder
-    from stlm_selfplay.stages import stage_config
 
     root = run_dir_of_config(cfg)
     start = latest_checkpoint(stage_dir(root, "pretrain")) if "pretrain" in cfg.stages else None

@@ -82,15 +82,16 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from stlm_selfplay.config import RootConfig, build_model_config, load_config, write_text_atomic
 from stlm_selfplay.bundled import config_file
+from stlm_selfplay.config import RootConfig, build_model_config, load_config
 from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import METRICS_FILE, PROGRESS_FILE, RESULT_FILE, run_dir
 
 BUDGETS = ("steps", "bytes", "seconds", "flops")  # pretraining comparisons
 SELFPLAY_BUDGETS = ("steps", "games", "seconds")  # self-play comparisons (steps = updates)
 ALL_BUDGETS = tuple(dict.fromkeys(BUDGETS + SELFPLAY_BUDGETS))
 KEYS = ("name", "base", "overrides", "variants", "seeds", "budget", "metric", "direction")
-RESULT = "result.json"
 LOCKED = ("run.seed", "run.name", "run.out_dir", "run.resume")
 DATA_ALLOWED = ("data.batch_size", "data.prefetch")
 SELFPLAY_LOCKED = ("selfplay.init_from", "selfplay.eval")  # and every key below them
@@ -344,7 +345,6 @@ class Pretraining:
 
     def train(self, cfg: RootConfig, max_steps: int | None) -> tuple[int, float]:
         """One pretrain call -> (steps done in it, seconds of step time)."""
-        from stlm_selfplay.config import run_dir
         from stlm_selfplay.train.pretrain import pretrain
 
         start = _checkpoint_step(run_dir(cfg))
@@ -359,7 +359,7 @@ class Pretraining:
         """A finished run's numbers: final val bpb, speed, FLOPs/byte, the val curve (and exits)."""
         from stlm_selfplay.train.metrics import read_metrics
 
-        val = read_metrics(folder / "metrics.jsonl", "val")
+        val = read_metrics(folder / METRICS_FILE, "val")
         if not val:
             raise UserError(f"run '{folder}' logged no val metrics; give the base config a val split (data.val_fraction > 0)")
         params, fpb = model_numbers(cfg)
@@ -439,7 +439,7 @@ def update_times(folder: Path) -> dict[int, float]:
     """{update: seconds} of a self-play run's train records (update_s: rollouts + optimization)."""
     from stlm_selfplay.train.metrics import read_metrics
 
-    return {r["step"]: r["update_s"] for r in read_metrics(folder / "metrics.jsonl", "train")}
+    return {r["step"]: r["update_s"] for r in read_metrics(folder / METRICS_FILE, "train")}
 
 
 class SelfPlay:
@@ -479,7 +479,6 @@ class SelfPlay:
     def train(self, cfg: RootConfig, max_updates: int | None) -> tuple[int, float]:
         """One selfplay call -> (updates done in it, seconds of update time). A chunk of k updates
         ends at the next multiple of k, where the loop evaluates (also after a resume mid-chunk)."""
-        from stlm_selfplay.config import run_dir
         from stlm_selfplay.selfplay.loop import selfplay
 
         start = _checkpoint_step(run_dir(cfg))
@@ -502,7 +501,7 @@ class SelfPlay:
         from stlm_selfplay.runs import load_model
         from stlm_selfplay.train.metrics import read_metrics
 
-        evals = list({r["step"]: r for r in read_metrics(folder / "metrics.jsonl", "eval")}.values())
+        evals = list({r["step"]: r for r in read_metrics(folder / METRICS_FILE, "eval")}.values())
         update, times = _checkpoint_step(folder), update_times(folder)
         if not evals or evals[-1]["step"] != update:
             raise UserError(f"run '{folder}' has no evaluation at its last update {update}; delete the folder and "
@@ -553,19 +552,17 @@ PRETRAINING, SELFPLAY = Pretraining(), SelfPlay()
 
 def run_one(spec: CompareSpec, variant: str, seed: int) -> dict:
     """Train one variant x seed to the budget (or find it finished); returns its result.json."""
-    from stlm_selfplay.config import run_dir
-
     kind = spec.kind
     cfg = run_config(spec, variant, seed)
     folder = run_dir(cfg)
     budget = {spec.budget: spec.amount}
-    if (folder / RESULT).is_file():
-        result = json.loads((folder / RESULT).read_text())
+    if (folder / RESULT_FILE).is_file():
+        result = json.loads((folder / RESULT_FILE).read_text())
         if result.get("budget") != budget:
             raise UserError(f"'{folder}' holds a run with budget {result.get('budget')}, not {budget}; "
                             "delete the folder or give the comparison another name")
         return result
-    progress_file = folder / "compare_progress.json"
+    progress_file = folder / PROGRESS_FILE
     progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {"seconds": 0.0, "steps": 0}
     if spec.budget == "seconds":
         chunk = kind.chunk(cfg)
@@ -577,7 +574,7 @@ def run_one(spec: CompareSpec, variant: str, seed: int) -> dict:
         done, seconds = kind.train(cfg, None)
         progress = {"seconds": progress["seconds"] + seconds, "steps": progress["steps"] + done}
     result = {"variant": variant, "seed": seed, "budget": budget, **kind.result(spec, cfg, folder, progress)}
-    write_text_atomic(folder / RESULT, json.dumps(result, indent=1))
+    write_text_atomic(folder / RESULT_FILE, json.dumps(result, indent=1))
     return result
 
 

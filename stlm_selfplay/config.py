@@ -7,13 +7,11 @@ A config is a YAML file merged over the dataclass defaults below, then `key=valu
 
 Every option is declared, typed and documented here. Unknown keys, wrong types and invalid
 choices are `UserError`s naming the key and the closest valid key. The resolved config is written
-beside a run's outputs (`runs/<name>/config.yaml`) so the run can be repeated exactly.
+beside a run's outputs (`runs/<name>/config.yaml`, `runs.save_config`) so the run can be repeated exactly.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
@@ -23,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.runs import STAGES
 from stlm_selfplay.selfplay.config import SelfPlayConfig
 
 
@@ -153,7 +152,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule.kind": ("cosine", "linear", "wsd", "constant"),
     "logging.wandb": ("offline", "online", "disabled"),
 }
-STAGES = ("pretrain", "selfplay")
 POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch_size",
             "optimizer.grad_accum", "schedule.steps", "logging.log_every", "logging.eval_every",
             "logging.val_batch_size", "data.shard_tokens")
@@ -252,33 +250,6 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise _one_line(err, schema, "config") from None
     _check(cfg)
     return cfg
-
-
-def config_to_yaml(cfg: RootConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename it over `path` (no half files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_config(cfg: RootConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    write_text_atomic(path, config_to_yaml(cfg))
-
-
-def run_dir(cfg: RootConfig) -> Path:
-    return Path(cfg.run.out_dir) / cfg.run.name
 
 
 def build_model_config(section: ModelSection):

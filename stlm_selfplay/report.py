@@ -23,17 +23,13 @@ import json
 from pathlib import Path
 
 from stlm_selfplay import plots
-from stlm_selfplay.before_after import ALPHA, EVALUATION_FILE
-from stlm_selfplay.config import STAGES, write_text_atomic
+from stlm_selfplay.before_after import ALPHA
 from stlm_selfplay.envs.evaluation import wilson_interval
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.runs import stage_dir
-from stlm_selfplay.train.metrics import METRICS_FILE, read_metrics
-
-REPORT_FILE = "report.md"
-PLOTS_DIR = "plots"
-EVAL_LM_FILE = "eval_lm.md"
-COMMAND_FILE = "command.txt"
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import (COMMAND_FILE, CONFIG_FILE, EVAL_LM_MD, EVALUATION_FILE, METRICS_FILE, PLOTS_DIR,
+                                RATINGS_FILE, REPORT_FILE, STAGES, stage_dir)
+from stlm_selfplay.train.metrics import read_metrics
 SECTIONS = ("Pretraining", "Self-play", "Ratings", "Before and after", "Sample games", "Reproduce")
 
 
@@ -55,7 +51,7 @@ def stage_folders(run_dir: Path) -> dict[str, Path]:
 def write_report(run_dir: Path) -> Path:
     """Build the plots and report.md of `run_dir` (atomically); returns the report's path."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"'{run_dir}' is not a run folder (no config.yaml); pass the folder `stlm run` or "
                         "`stlm pretrain` wrote")
     text = "\n".join(_sections(run_dir))
@@ -74,14 +70,14 @@ def _sections(run_dir: Path):
         yield from _pretraining(read_metrics(stages["pretrain"] / METRICS_FILE), plot_dir)
     if "selfplay" in stages:
         yield from _selfplay(read_metrics(stages["selfplay"] / METRICS_FILE), plot_dir)
-        yield from _ratings(stages["selfplay"] / "ratings.jsonl")
+        yield from _ratings(stages["selfplay"] / RATINGS_FILE)
     if evaluation:
         yield from _before_after(evaluation)
         yield from _samples(evaluation)
     for folder in [run_dir, *stages.values()]:
-        if (folder / EVAL_LM_FILE).is_file():
+        if (folder / EVAL_LM_MD).is_file():
             yield f"## Language-model evaluation ({folder.relative_to(run_dir.parent)})\n"
-            yield (folder / EVAL_LM_FILE).read_text()
+            yield (folder / EVAL_LM_MD).read_text()
     yield from _reproduce(run_dir)
 
 
@@ -110,7 +106,7 @@ def _reproduce(run_dir: Path):
     yield ("The resolved config below repeats the run exactly (same seed, same games); into a new "
            "folder with:\n\n```bash\n"
            f"stlm run {_config_path(run_dir)} run.name={run_dir.name}-again\n```\n")
-    yield "```yaml\n" + (run_dir / "config.yaml").read_text().rstrip() + "\n```\n"
+    yield "```yaml\n" + (run_dir / CONFIG_FILE).read_text().rstrip() + "\n```\n"
 
 
 def _config_path(run_dir: Path) -> Path:
@@ -118,10 +114,10 @@ def _config_path(run_dir: Path) -> Path:
     report does not depend on how its folder was named to `stlm report`."""
     from omegaconf import OmegaConf
 
-    run = OmegaConf.load(run_dir / "config.yaml").get("run") or {}
+    run = OmegaConf.load(run_dir / CONFIG_FILE).get("run") or {}
     if run.get("out_dir") and run.get("name"):
-        return Path(run["out_dir"]) / run["name"] / "config.yaml"
-    return run_dir / "config.yaml"
+        return Path(run["out_dir"]) / run["name"] / CONFIG_FILE
+    return run_dir / CONFIG_FILE
 
 
 def _pretraining(rows: list[dict], plot_dir: Path):

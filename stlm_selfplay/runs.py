@@ -1,55 +1,123 @@
-"""Run folders and checkpoints: where things are, and how a user's path becomes a model.
+"""Run folders: every file name in one, the resolved config, resume, and how a path becomes a model.
 
-A run folder `runs/<name>/` holds `config.yaml`, `metrics.jsonl`, `checkpoints/step_<N>/` (each a
-Hugging Face model folder: `config.json` + `model.safetensors`, plus the trainer's state) and
-`report.md`. A staged run (`stlm run`) holds one such sub-run per stage, `runs/<name>/pretrain/`
-and `runs/<name>/selfplay/`; its model is the last stage's latest checkpoint. Commands that take
+A run folder `<run.out_dir>/<run.name>/` (`run_dir(cfg)`) holds:
+
+    config.yaml          the resolved config (`save_config`), so the run can be repeated exactly
+    command.txt          the command that started a staged run
+    metrics.jsonl        one JSON row per logged step (`train/metrics.py`)
+    ratings.jsonl        self-play: Bradley-Terry ratings at each evaluation
+    checkpoints/step_<N>/  each a Hugging Face model folder (`config.json` + `model.safetensors`)
+                         plus the trainer's state; `checkpoints/best.json` names the best by val loss
+    evaluation.json      a staged run: pretrained vs final model (`before_after`)
+    report.md, plots/    the report (`report`)
+    eval_lm.json, .md    `stlm eval-lm` results
+    result.json          `stlm compare`: a finished run's numbers (compare_progress.json while running)
+
+A staged run (`stlm run`) holds one sub-run per stage, `<run>/pretrain/` and `<run>/selfplay/`
+(`stage_dir`, `stage_config`); its model is the last stage's latest checkpoint. Commands that take
 `RUN_OR_CHECKPOINT` accept a run folder, a run name under `runs/`, a checkpoint folder, or any
-Hugging Face model folder holding an STLM.
+Hugging Face model folder holding an STLM. Every file is written atomically (`stlm_selfplay.io`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stlm_selfplay.errors import UserError
+from stlm_selfplay.io import write_text_atomic
+
+if TYPE_CHECKING:
+    from stlm_selfplay.config import RootConfig
 
 RUNS_DIR = Path("runs")
+STAGES = ("pretrain", "selfplay")  # the sub-runs of a staged run, in the order they can run
+CONFIG_FILE = "config.yaml"
+COMMAND_FILE = "command.txt"
+METRICS_FILE = "metrics.jsonl"
+RATINGS_FILE = "ratings.jsonl"
 CHECKPOINTS = "checkpoints"
+BEST_FILE = "best.json"  # in checkpoints/
 COMPLETE_MARKER = "model.safetensors"
+EVALUATION_FILE = "evaluation.json"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+EVAL_LM_JSON = "eval_lm.json"
+EVAL_LM_MD = "eval_lm.md"
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "compare_progress.json"
 _STEP = re.compile(r"^step_(\d+)$")
+
+
+def run_dir(cfg: RootConfig) -> Path:
+    """The run folder of a config: `<run.out_dir>/<run.name>`."""
+    return Path(cfg.run.out_dir) / cfg.run.name
+
+
+def config_yaml(cfg: RootConfig) -> str:
+    """The resolved config as the YAML that `config.yaml` holds (and `--print-config` prints)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: RootConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML to `path` (a run's `CONFIG_FILE`), atomically."""
+    write_text_atomic(path, config_yaml(cfg))
+
+
+def resume_checkpoint(cfg: RootConfig, folder: Path) -> Path | None:
+    """The checkpoint to continue from, per `run.resume` (auto | never | <path>)."""
+    if cfg.run.resume == "auto":
+        return latest_checkpoint(folder)
+    if cfg.run.resume == "never":
+        if list_checkpoints(folder):
+            raise UserError(f"run folder '{folder}' already has checkpoints and run.resume=never; "
+                            "pick another run.name, delete the folder, or use run.resume=auto")
+        return None
+    return resolve_model_folder(cfg.run.resume)
 
 
 def is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / COMPLETE_MARKER).is_file()
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
+def list_checkpoints(folder: Path) -> list[Path]:
     """Complete `step_<N>` checkpoint folders of a run, oldest first (temp folders ignored)."""
-    root = Path(run_dir) / CHECKPOINTS
+    root = Path(folder) / CHECKPOINTS
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and is_model_folder(p)]
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
+def latest_checkpoint(folder: Path) -> Path | None:
+    ckpts = list_checkpoints(folder)
     return ckpts[-1] if ckpts else None
 
 
-def stage_dir(run_dir: Path, stage: str) -> Path:
+def stage_dir(folder: Path, stage: str) -> Path:
     """The sub-run folder of `stage` (pretrain | selfplay) in a staged run folder."""
-    return Path(run_dir) / stage
+    return Path(folder) / stage
 
 
-def final_checkpoint(run_dir: Path) -> Path | None:
+def stage_config(cfg: RootConfig, stage: str) -> RootConfig:
+    """The config one stage of a staged run runs with: the run folder's sub-run `stage`; self-play
+    starts from the pretrain stage's final checkpoint unless `selfplay.init_from` names a model."""
+    root = run_dir(cfg)
+    out = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(root), name=stage))
+    if stage == "selfplay" and "pretrain" in cfg.stages and not cfg.selfplay.init_from:
+        out = dataclasses.replace(out, selfplay=dataclasses.replace(
+            cfg.selfplay, init_from=str(stage_dir(root, "pretrain"))))
+    return out
+
+
+def final_checkpoint(folder: Path) -> Path | None:
     """A run's latest checkpoint; for a staged run, that of its last stage holding one."""
-    from stlm_selfplay.config import STAGES
-
-    for folder in [Path(run_dir)] + [stage_dir(run_dir, s) for s in reversed(STAGES)]:
-        ckpt = latest_checkpoint(folder)
+    for candidate in [Path(folder)] + [stage_dir(folder, s) for s in reversed(STAGES)]:
+        ckpt = latest_checkpoint(candidate)
         if ckpt is not None:
             return ckpt
     return None

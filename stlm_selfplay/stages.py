@@ -17,7 +17,6 @@ stages resume exactly). A stage stopped by SIGINT/SIGTERM saves a checkpoint and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import sys
@@ -25,12 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from stlm_selfplay.config import RootConfig, run_dir as run_dir_of_config, write_text_atomic
 from stlm_selfplay.bundled import bundled_names, config_file
+from stlm_selfplay.config import RootConfig
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.runs import latest_checkpoint, stage_dir
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import (COMMAND_FILE, CONFIG_FILE, latest_checkpoint, run_dir as run_dir_of_config,
+                                save_config, stage_config, stage_dir)
 
 INTERRUPTED = 130  # exit code of a run stopped by a signal (resumable)
 DEFAULT_CONFIG = "quickstart"
@@ -46,17 +46,6 @@ def find_config(name: str | None) -> Path:
         raise UserError(f"config file '{name or DEFAULT_CONFIG}' not found; pass a YAML file"
                         + (f" or a bundled config name ({', '.join(known)})" if known else ""))
     return path
-
-
-def stage_config(cfg: RootConfig, stage: str) -> RootConfig:
-    """The config one stage runs with: the run folder's sub-run `stage`; self-play starts from the
-    pretrain stage's final checkpoint unless `selfplay.init_from` names a model."""
-    run = dataclasses.replace(cfg.run, out_dir=str(run_dir_of_config(cfg)), name=stage)
-    out = dataclasses.replace(cfg, run=run)
-    if stage == "selfplay" and "pretrain" in cfg.stages and not cfg.selfplay.init_from:
-        out = dataclasses.replace(out, selfplay=dataclasses.replace(
-            cfg.selfplay, init_from=str(stage_dir(run_dir_of_config(cfg), "pretrain"))))
-    return out
 
 
 def stage_steps(cfg: RootConfig, stage: str) -> int:
@@ -94,7 +83,7 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
     """Run (or resume) every stage, then the before/after evaluation and the report; returns
     0, or INTERRUPTED when a stage was stopped by a signal (its checkpoint saved)."""
     from stlm_selfplay.before_after import evaluate_run
-    from stlm_selfplay.report import COMMAND_FILE, write_report
+    from stlm_selfplay.report import write_report
 
     check_staged(cfg)
     root = run_dir_of_config(cfg)
@@ -107,7 +96,7 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
     try:
         if main_process:
             root.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(root / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
+            save_config(cfg, root / CONFIG_FILE)
             if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
                 write_text_atomic(root / COMMAND_FILE, command + "\n")
         for i, stage in enumerate(cfg.stages):

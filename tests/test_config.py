@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from stlm_selfplay.config import RootConfig, load_config, save_config
+from stlm_selfplay.config import RootConfig, load_config
 from stlm_selfplay.errors import UserError
+from stlm_selfplay.runs import save_config
 
 
 def test_yaml_then_overrides_win(tmp_path):

@@ -15,10 +15,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_help: str, exam
 
 def load_or_print(path, overrides, print_config: bool):
     """The resolved root config, or None after printing it as YAML (`--print-config`)."""
-    from stlm_selfplay.config import config_to_yaml, load_config
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.runs import config_yaml
 
     cfg = load_config(path, overrides)
     if print_config:
-        print(config_to_yaml(cfg), end="")
+        print(config_yaml(cfg), end="")
         return None
     return cfg

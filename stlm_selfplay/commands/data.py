@@ -11,11 +11,10 @@ temporary path and renamed, so it is complete or absent.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from stlm_selfplay.errors import UserError
+from stlm_selfplay.io import write_lines_atomic
 
 OUTPUT_KINDS = (".txt", ".jsonl")
 
@@ -46,23 +45,6 @@ def parse_game_mix(text: str) -> dict[str, float]:
     if not mix:
         raise UserError("--game is empty; name a game, e.g. --game tictactoe")
     return mix
-
-
-def write_lines_atomic(path: Path, lines) -> int:
-    """Write an iterable of strings to a temp file beside `path`, then rename it; returns bytes written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    written = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            for line in lines:
-                f.write(line)
-                written += len(line.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return written
 
 
 def run_games(args) -> int:

@@ -18,8 +18,6 @@ from stlm_selfplay.eval.lm_tasks import TASKS  # light: names and templates only
 
 DEFAULT_TASKS = ",".join(TASKS)
 TASK_NAMES = ", ".join([*TASKS, "bpb"])
-RESULTS_JSON = "eval_lm.json"
-RESULTS_MD = "eval_lm.md"
 
 
 def add_arguments(parser) -> None:
@@ -62,10 +60,11 @@ def parse_tasks(spec: str, text: str | None) -> list[str]:
 
 def write_results(folder: Path, model_folder: Path, results: dict[str, dict]) -> Path:
     """Merge with results of the same checkpoint already there; write JSON + markdown atomically."""
-    from stlm_selfplay.config import write_text_atomic
+    from stlm_selfplay.io import write_text_atomic
+    from stlm_selfplay.runs import EVAL_LM_JSON, EVAL_LM_MD
     from stlm_selfplay.eval.lm_eval import macro_average, results_table
 
-    path = folder / RESULTS_JSON
+    path = folder / EVAL_LM_JSON
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
@@ -74,7 +73,7 @@ def write_results(folder: Path, model_folder: Path, results: dict[str, dict]) ->
         results = {**old.get("tasks", {}), **results}
     payload = {"model": str(model_folder), "tasks": results, "macro": macro_average(results)}
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-    write_text_atomic(folder / RESULTS_MD, f"# Language-model evaluation\n\nModel: `{model_folder}`\n\n"
+    write_text_atomic(folder / EVAL_LM_MD, f"# Language-model evaluation\n\nModel: `{model_folder}`\n\n"
                       + results_table(results))
     return path
 

@@ -36,15 +36,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from stlm_selfplay.config import RootConfig, ScheduleConfig, build_model_config, run_dir as run_dir_of_config
+from stlm_selfplay.config import RootConfig, ScheduleConfig, build_model_config
 from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import build_objectives
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import policy_logprobs
-from stlm_selfplay.runs import load_model
+from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
+                                save_config)
 from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, shaped_reward
 from stlm_selfplay.selfplay.batch import _pack, turns_to_batch
@@ -58,11 +58,9 @@ from stlm_selfplay.train.checkpoint import (capture_rng_state, load_model_weight
                                             restore_rng_state, save_checkpoint)
 from stlm_selfplay.train.metrics import MetricsLogger, progress_bar, summary_table, truncate_metrics
 from stlm_selfplay.train.optim import build_optimizer, lr_factor, set_lr
-from stlm_selfplay.train.pretrain import resume_checkpoint
 from stlm_selfplay.train.signals import install_stop_handlers
 
 FAULT_ENV = "STLM_FAULT_SELFPLAY_UPDATE"
-RATINGS_FILE = "ratings.jsonl"
 
 
 def initial_model(cfg: RootConfig, device: torch.device, resume_from: Path | None):
@@ -201,9 +199,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        from stlm_selfplay.config import write_text_atomic
-
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg))))
+        save_config(cfg, run_dir / CONFIG_FILE)
         if resume_from is not None:
             truncate_metrics(run_dir / RATINGS_FILE, update)
     logger = MetricsLogger(run_dir, cfg.logging, dataclasses.asdict(cfg), active=dist.is_main,

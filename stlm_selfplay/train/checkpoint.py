@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stlm_selfplay.config import write_text_atomic
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.runs import CHECKPOINTS, COMPLETE_MARKER, list_checkpoints
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import BEST_FILE as BEST, CHECKPOINTS, COMPLETE_MARKER, list_checkpoints
 
 TRAINER_STATE = "trainer_state.pt"
-BEST = "best.json"
 FAULT_ENV = "STLM_FAULT_CHECKPOINT"
 _saves_in_this_process = 0
 

@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stlm_selfplay.config import write_text_atomic
-
-METRICS_FILE = "metrics.jsonl"
+from stlm_selfplay.io import write_text_atomic
+from stlm_selfplay.runs import METRICS_FILE
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from stlm_selfplay.config import RootConfig, build_model_config, run_dir as run_dir_of_config, save_config
+from stlm_selfplay.config import RootConfig, build_model_config
 from stlm_selfplay.data.cache import prepare_data
 from stlm_selfplay.data.loader import BatchStream, PackedSequences, val_sequences
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import Batch, build_objectives
-from stlm_selfplay.runs import latest_checkpoint, list_checkpoints, resolve_model_folder
+from stlm_selfplay.runs import CONFIG_FILE, resume_checkpoint, run_dir as run_dir_of_config, save_config
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.checkpoint import (capture_rng_state, load_model_weights, load_trainer_state,
                                             read_best, restore_rng_state, save_checkpoint)
@@ -35,18 +35,6 @@ from stlm_selfplay.train.evaluate import metrics_from_sums, nll_sums, sample_tex
 from stlm_selfplay.train.metrics import MetricsLogger, progress_bar, summary_table
 from stlm_selfplay.train.optim import build_optimizer, lr_factor, set_lr
 from stlm_selfplay.train.signals import install_stop_handlers
-
-
-def resume_checkpoint(cfg: RootConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from, per `run.resume` (auto | never | <path>)."""
-    if cfg.run.resume == "auto":
-        return latest_checkpoint(run_dir)
-    if cfg.run.resume == "never":
-        if list_checkpoints(run_dir):
-            raise UserError(f"run folder '{run_dir}' already has checkpoints and run.resume=never; "
-                            "pick another run.name, delete the folder, or use run.resume=auto")
-        return None
-    return resolve_model_folder(cfg.run.resume)
 
 
 def autocast_for(device: torch.device, dtype: str):
@@ -118,7 +106,7 @@ def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps
     # -- run folder (rank 0)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / CONFIG_FILE)
     config_dict = OmegaConf.to_container(OmegaConf.structured(cfg))
     logger = MetricsLogger(run_dir, cfg.logging, config_dict, active=dist.is_main,
                            resume_step=start_step if resume_from is not None else None)
