@@ -13,14 +13,17 @@ from pathlib import Path
 import yaml
 from transformers import PreTrainedConfig
 
-from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.registry import Registry
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PATCHINGS = ("fixed", "dynamic")
 POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
-PRESETS = ("tiny", "stlm-10m", "stlm-50m", "stlm-100m")
+PRESETS = Registry("model preset")  # name -> YAML file: every configs/model/<name>.yaml
+for _path in sorted(PRESET_DIR.glob("*.yaml")):
+    PRESETS.register(_path.stem, _path)
 
 
 class STLMConfig(PreTrainedConfig):
@@ -152,11 +155,7 @@ def preset_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise UserError(f"model config '{name_or_path}' does not exist; pass a YAML path or one of: {', '.join(PRESETS)}")
         return path
-    candidate = PRESET_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) or list(PRESETS)
-        raise unknown_name("model preset", name_or_path, names)
-    return candidate
+    return PRESETS.get(name_or_path)
 
 
 def load_preset(name_or_path: str, **overrides) -> STLMConfig:
