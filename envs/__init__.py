@@ -8,9 +8,10 @@ exact evaluators, and gymnasium / TextArena adapters.
 Importing this package registers the gymnasium ids `stlm_selfplay/<Game>-v0`.
 """
 
-from stlm_selfplay.envs.registry import (  # first: loads the games
-    GAMES, PLAYERS, from_history, list_games, list_players, make, make_player,
-)
+from stlm_selfplay.envs.registry import GAMES, PLAYERS, from_history, list_games, list_players, make, make_player
+
+# the plugins: each module registers its game and players (a new game is one line here)
+from stlm_selfplay.envs import players, tictactoe, connect_four, nim, kuhn_poker, simple_negotiation  # noqa: E402,F401
 from stlm_selfplay.envs.base import Game, IllegalRule, StepResult
 from stlm_selfplay.envs.formats import format_action, format_outcome, format_prompt, format_turn, parse_action
 from stlm_selfplay.envs.players import Episode, Player, play_game

@@ -1,7 +1,8 @@
 """Registries: game names -> classes, and per game, scripted-player names -> classes.
 
 A new game is one file defining `@register_game("name") class ...(Game)` (and its players with
-`@register_player("name", "bot")`), plus one import line at the bottom of this file.
+`@register_player("name", "bot")`), plus one import line in `envs/__init__.py` (the plugin
+pattern of `stlm_selfplay.registry`: this module imports no game).
 `make("textarena:TicTacToe-v0")` wraps a TextArena env instead (see `textarena_adapter`).
 """
 
@@ -11,34 +12,21 @@ import inspect
 from typing import Any
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.registry import Registry, named
 
-GAMES: dict[str, type] = {}
-PLAYERS: dict[str, dict[str, type]] = {"*": {}}  # game -> player name -> class; "*": every game
+GAMES = Registry("game")
+PLAYERS: dict[str, Registry] = {"*": Registry("player")}  # game -> its players; "*": every game's
 TEXTARENA_PREFIX = "textarena:"
 
 
 def register_game(name: str):
     """Class decorator: `@register_game("tictactoe")` makes `make("tictactoe")` build it."""
-
-    def wrap(cls):
-        if name in GAMES and GAMES[name] is not cls:
-            raise ValueError(f"game '{name}' registered twice")
-        cls.name = name
-        GAMES[name] = cls
-        return cls
-
-    return wrap
+    return named(GAMES, name)
 
 
 def register_player(game: str, name: str):
     """Class decorator: a scripted player `name` for `game` ("*": for every game)."""
-
-    def wrap(cls):
-        PLAYERS.setdefault(game, {})[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+    return named(PLAYERS.setdefault(game, Registry(f"{game} player")), name)
 
 
 def option_names(cls) -> set[str]:
@@ -73,27 +61,22 @@ def make(name: str, **options):
         from stlm_selfplay.envs.textarena_adapter import TextArenaGame
 
         return TextArenaGame(name[len(TEXTARENA_PREFIX):], **options)
-    if name not in GAMES:
-        raise unknown_name("game", name, GAMES)
-    return _construct("game", name, GAMES[name], options)
+    return _construct("game", name, GAMES.get(name), options)
 
 
 def from_history(name: str, actions, *, deal=None, **options):
     """The game `name` after `actions` from the start (each must be legal), with `deal` if given."""
-    if name not in GAMES:
-        raise unknown_name("game", name, GAMES)
-    return GAMES[name].from_history(actions, deal=deal, **options)
+    return GAMES.get(name).from_history(actions, deal=deal, **options)
 
 
 def list_games() -> list[str]:
     """The registered game names, sorted."""
-    return sorted(GAMES)
+    return GAMES.list()
 
 
 def list_players(game: str) -> list[str]:
     """Scripted players available for `game` (every game has 'random')."""
-    if game not in GAMES:
-        raise unknown_name("game", game, GAMES)
+    GAMES.get(game)  # unknown game -> UserError
     return sorted({**PLAYERS["*"], **PLAYERS.get(game, {})})
 
 
@@ -122,5 +105,3 @@ def _number(text: str):
             pass
     return text
 
-
-from stlm_selfplay.envs import players, tictactoe, connect_four, nim, kuhn_poker, simple_negotiation  # noqa: E402,F401

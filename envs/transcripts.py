@@ -18,7 +18,7 @@ from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.envs.formats import STYLES
 from stlm_selfplay.envs.players import play_game
 from stlm_selfplay.envs.registry import GAMES, make, make_player
-from stlm_selfplay.errors import UserError, unknown_name
+from stlm_selfplay.errors import UserError
 
 
 def game_weights(games: Mapping[str, float] | Sequence[str]) -> dict[str, float]:
@@ -27,8 +27,7 @@ def game_weights(games: Mapping[str, float] | Sequence[str]) -> dict[str, float]
     if not weights:
         raise UserError("no games given; name at least one, e.g. tictactoe")
     for name, weight in weights.items():
-        if name not in GAMES:
-            raise unknown_name("game", name, GAMES)
+        GAMES.get(name)  # unknown game -> UserError
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             raise UserError(f"weight of game '{name}' must be a number >= 0, got {weight!r}")
     if sum(weights.values()) <= 0:

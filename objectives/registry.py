@@ -15,23 +15,16 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.errors import UserError, closest
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
+from stlm_selfplay.registry import Registry, named
 
-REGISTRY: dict[str, type[Objective]] = {}
+REGISTRY = Registry("objective")  # name -> Objective subclass
 
 
 def register(name: str):
     """Class decorator: `@register("ce")` makes the class available as `name: ce`."""
-
-    def wrap(cls: type[Objective]) -> type[Objective]:
-        if name in REGISTRY and REGISTRY[name] is not cls:
-            raise ValueError(f"objective '{name}' registered twice")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    return named(REGISTRY, name)
 
 
 def _check_type(obj_name: str, key: str, value: Any, annotation: Any) -> Any:
@@ -72,11 +65,9 @@ def build_objective(spec: Mapping[str, Any]) -> tuple[Objective, float]:
         raise UserError(f"objective entry {spec} has no 'name'; valid names: {', '.join(sorted(REGISTRY))}")
     name = spec.pop("name")
     weight = spec.pop("weight", 1.0)
-    if name not in REGISTRY:
-        raise unknown_name("objective", name, REGISTRY)
+    cls = REGISTRY.get(name)  # unknown name -> UserError naming the closest
     if not isinstance(weight, (int, float)) or isinstance(weight, bool):
         raise UserError(f"objective '{name}' weight must be a number, got {weight!r}")
-    cls = REGISTRY[name]
     return cls(make_options(cls, spec)), float(weight)
 
 

@@ -14,7 +14,7 @@ import pytest
 from stlm_selfplay import bundled
 from stlm_selfplay.config import load_config
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.model.config import load_preset
+from stlm_selfplay.model.config import PRESET_DIR, PRESETS, load_preset
 from stlm_selfplay.stages import find_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,5 +67,12 @@ def test_installed_package_data_is_looked_up_first(tmp_path, monkeypatch):
     monkeypatch.setattr(bundled, "_PACKAGE", package)
     assert bundled.configs_dir() == package / "configs"
     assert load_config(str(find_config("micro"))).run.name == "from-wheel"
-    assert load_preset("tiny").d_model == 48
     assert bundled.bundled_names("model") == ["tiny"]
+
+
+def test_model_presets_are_the_bundled_model_configs():
+    assert PRESET_DIR == bundled.configs_dir() / "model"
+    assert PRESETS.list() == bundled.bundled_names("model") and "tiny" in PRESETS
+    assert load_preset("tiny") == load_preset(str(PRESET_DIR / "tiny.yaml"))
+    with pytest.raises(UserError, match="unknown model preset"):
+        load_preset("x" * 5000)

@@ -13,14 +13,18 @@ from pathlib import Path
 import yaml
 from transformers import PreTrainedConfig
 
-from stlm_selfplay.bundled import bundled_names, configs_dir
-from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.bundled import configs_dir
+from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.registry import Registry
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PATCHINGS = ("fixed", "dynamic")
 POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
-PRESETS = ("tiny", "stlm-10m", "stlm-50m", "stlm-100m")
+PRESET_DIR = configs_dir() / "model"  # bundled with the package (see stlm_selfplay/bundled.py)
+PRESETS = Registry("model preset")  # name -> YAML file: every configs/model/<name>.yaml
+for _path in sorted(PRESET_DIR.glob("*.yaml")):
+    PRESETS.register(_path.stem, _path)
 
 
 class STLMConfig(PreTrainedConfig):
@@ -152,10 +156,7 @@ def preset_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise UserError(f"model config '{name_or_path}' does not exist; pass a YAML path or one of: {', '.join(PRESETS)}")
         return path
-    names = bundled_names("model")
-    if name_or_path not in names:  # checked by name: a 5,000-character name is not a file to stat
-        raise unknown_name("model preset", name_or_path, names or list(PRESETS))
-    return configs_dir() / "model" / f"{name_or_path}.yaml"
+    return PRESETS.get(name_or_path)  # by name: a 5,000-character name is never stat'ed
 
 
 def load_preset(name_or_path: str, **overrides) -> STLMConfig:
