@@ -179,7 +179,7 @@ class Game:
         """The compact prompt for `player` (see `formats.format_prompt` for other styles)."""
         return format_prompt(self, self.current_player if player is None else player)
 
-    def step(self, action: str | bytes) -> StepResult:
+    def step(self, action: str | bytes | Any) -> StepResult:
         """Play `action`: a `str` equal to a legal action is played as is (scripted players);
         anything else (model text, bytes) is parsed with `parse_action` (first bracketed token).
         Never raises on any text; raises RuntimeError only if the game is already over."""
@@ -256,11 +256,16 @@ class Game:
         return f"{type(self).__name__}(turn={self.turn}, player={self.current_player}, board={self.board_text(self.current_player)!r})"
 
 
-def _preview(action: str | bytes, limit: int = 8) -> str:
-    """A short printable echo of rejected text, for retry feedback."""
-    text = action.decode("utf-8", "replace") if isinstance(action, (bytes, bytearray)) else str(action)
-    text = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])  # printable ASCII only
-    return text + ("..." if len(action) > limit else "")
+def _preview(action: Any, limit: int = 8) -> str:
+    """A short printable echo of rejected input, for retry feedback: text, bytes or any other
+    object a caller passes (`-1`, `1.5`, `None`: their str()); never raises."""
+    try:
+        text = bytes(action).decode("utf-8", "replace") if isinstance(action, (bytes, bytearray, memoryview)) \
+            else str(action)
+    except Exception:  # noqa: BLE001 - feedback must never raise (e.g. a str() that fails)
+        text = "?"
+    shown = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])  # printable ASCII only
+    return shown + ("..." if len(text) > limit else "")
 
 
 def derive_seed(seed: int, *keys) -> int:

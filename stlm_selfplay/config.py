@@ -12,6 +12,8 @@ beside a run's outputs (`runs/<name>/config.yaml`, `runs.save_config`) so the ru
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
@@ -20,7 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from stlm_selfplay.bundled import config_file
-from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.errors import UserError, as_user_error, closest
 from stlm_selfplay.runs import STAGES
 from stlm_selfplay.selfplay.config import SelfPlayConfig
 
@@ -185,11 +187,32 @@ def _one_line(err: OmegaConfBaseException, schema: Any, source: str) -> UserErro
     return UserError(f"invalid config in {source}: {str(err).splitlines()[0]}")
 
 
+def _numbers(node: Any, prefix: str = ""):
+    """(dotted key, value) of every float in a config: dataclass fields, dict values (game and
+    opponent mixes, objective options) and list items, nested."""
+    if dataclasses.is_dataclass(node):
+        items = ((f.name, getattr(node, f.name)) for f in dataclasses.fields(node))
+    elif isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(node))
+    else:
+        if isinstance(node, float):
+            yield prefix, node
+        return
+    for key, value in items:
+        yield from _numbers(value, f"{prefix}.{key}" if prefix else str(key))
+
+
 def _check(cfg: RootConfig) -> None:
-    """Value checks OmegaConf's types cannot express: choices, ranges, stage names."""
+    """Value checks OmegaConf's types cannot express: finite numbers, choices, ranges, stage names."""
     def get(dotted: str):
         section, key = dotted.split(".")
         return getattr(getattr(cfg, section), key)
+
+    for key, value in _numbers(cfg):  # NaN passes every `<`/`>` range check below: refuse it first
+        if not math.isfinite(value):
+            raise UserError(f"config key '{key}' is {value}; it must be a finite number")
 
     for key, choices in CHOICES.items():
         value = get(key)
@@ -228,9 +251,14 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise UserError(f"config file '{path}' not found; pass a YAML file such as configs/pretrain/shakespeare-tiny.yaml")
         path = found
         try:
-            layers.append((OmegaConf.load(path), str(path)))
+            layer = OmegaConf.load(path)
         except Exception as err:
-            raise UserError(f"cannot parse config file '{path}': {str(err).splitlines()[0]}") from None
+            raise as_user_error(err, str(path)) or UserError(
+                f"cannot parse config file '{path}': {str(err).splitlines()[0]}") from None
+        if not OmegaConf.is_dict(layer):  # e.g. a top-level YAML list
+            raise UserError(f"config file '{path}' must be a mapping of sections (run:, model:, data:, ...), "
+                            f"not a {'list' if OmegaConf.is_list(layer) else type(layer).__name__}")
+        layers.append((layer, str(path)))
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override '{item}' must look like key=value (e.g. optimizer.lr=1e-3)")
@@ -244,6 +272,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
             raise _one_line(err, schema, source) from None
+        except TypeError as err:  # e.g. `selfplay.stages.0.x=1`: a mapping given where the schema has a list
+            raise UserError(f"invalid config in {source}: {err} (a mapping where a list is expected, or the other "
+                            "way round); set lists whole, e.g. selfplay.stages=[{...}]") from None
     try:
         cfg: RootConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:

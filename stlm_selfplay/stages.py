@@ -93,31 +93,61 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
     if cfg.run.cpu_threads:
         torch.set_num_threads(cfg.run.cpu_threads)
     started = time.perf_counter()
+    new_dirs = [p for p in (root, *root.parents) if not p.exists()]  # what this call creates, deepest first
     try:
-        if main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, root / CONFIG_FILE)
-            if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
-                write_text_atomic(root / COMMAND_FILE, command + "\n")
-        for i, stage in enumerate(cfg.stages):
-            scfg = stage_config(cfg, stage)
-            done, total = stage_progress(cfg, stage), stage_steps(cfg, stage)
-            if done >= total:
-                say(f"stage {i + 1}/{len(cfg.stages)} {stage}: done ({done}/{total})")
-                continue
-            say(f"stage {i + 1}/{len(cfg.stages)} {stage}: " + (f"resuming at {done}/{total}" if done else "starting"))
-            summary = _run_stage(scfg, stage)
-            if summary.get("stopped_by_signal"):
-                say(f"stopped during stage {stage}; run the same command again to resume", file=sys.stderr)
-                return INTERRUPTED
-        if not main_process:
-            return 0
-        evaluate_run(cfg)
-        path = write_report(root)
-        print(f"report: {path}  ({time.perf_counter() - started:.0f} s in this call)")
-        return 0
+        try:
+            if main_process:
+                root.mkdir(parents=True, exist_ok=True)
+                save_config(cfg, root / CONFIG_FILE)
+                if command is not None and not (root / COMMAND_FILE).is_file():  # the command that started it
+                    write_text_atomic(root / COMMAND_FILE, command + "\n")
+            code = _run_stages(cfg, say)
+        except Exception:
+            if new_dirs and main_process:
+                _forget_unstarted(cfg, root, new_dirs)
+            raise
+        if code == 0 and main_process:
+            evaluate_run(cfg)
+            path = write_report(root)
+            print(f"report: {path}  ({time.perf_counter() - started:.0f} s in this call)")
+        return code
     finally:
         torch.set_num_threads(threads)
+
+
+def _forget_unstarted(cfg: RootConfig, root: Path, new_dirs: list[Path]) -> None:
+    """A new run whose first stage failed before creating its folder (bad data, a batch larger than
+    the data, a name the file system refuses, ...) never started: remove its config.yaml and
+    command.txt and the folders this call created (only while empty), so no half-made run folder
+    is left and the next command's command.txt is the one that starts it."""
+    try:
+        if any(stage_dir(root, stage).exists() for stage in cfg.stages):
+            return
+        for name in (CONFIG_FILE, COMMAND_FILE):
+            (root / name).unlink(missing_ok=True)
+    except OSError:  # e.g. a name too long to stat: nothing of it was written
+        pass
+    for folder in new_dirs:
+        try:
+            folder.rmdir()
+        except OSError:  # absent or not empty: leave it
+            pass
+
+
+def _run_stages(cfg: RootConfig, say) -> int:
+    """The stages in order (each skipped when done); INTERRUPTED when one was stopped by a signal."""
+    for i, stage in enumerate(cfg.stages):
+        scfg = stage_config(cfg, stage)
+        done, total = stage_progress(cfg, stage), stage_steps(cfg, stage)
+        if done >= total:
+            say(f"stage {i + 1}/{len(cfg.stages)} {stage}: done ({done}/{total})")
+            continue
+        say(f"stage {i + 1}/{len(cfg.stages)} {stage}: " + (f"resuming at {done}/{total}" if done else "starting"))
+        summary = _run_stage(scfg, stage)
+        if summary.get("stopped_by_signal"):
+            say(f"stopped during stage {stage}; run the same command again to resume", file=sys.stderr)
+            return INTERRUPTED
+    return 0
 
 
 def _run_stage(cfg: RootConfig, stage: str) -> dict:

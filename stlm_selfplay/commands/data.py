@@ -11,9 +11,10 @@ temporary path and renamed, so it is complete or absent.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from stlm_selfplay.errors import UserError
+from stlm_selfplay.errors import UserError, shorten
 from stlm_selfplay.io import write_lines_atomic
 
 OUTPUT_KINDS = (".txt", ".jsonl")
@@ -41,7 +42,9 @@ def parse_game_mix(text: str) -> dict[str, float]:
         try:
             mix[name.strip()] = float(weight) if eq else 1.0
         except ValueError:
-            raise UserError(f"weight in '{item}' is not a number; write e.g. --game tictactoe=2,nim=1") from None
+            raise UserError(f"weight in '{shorten(item)}' is not a number; write e.g. --game tictactoe=2,nim=1") from None
+        if not math.isfinite(mix[name.strip()]) or mix[name.strip()] < 0:
+            raise UserError(f"weight in '{shorten(item)}' must be a finite number >= 0; write e.g. --game tictactoe=2,nim=1")
     if not mix:
         raise UserError("--game is empty; name a game, e.g. --game tictactoe")
     return mix

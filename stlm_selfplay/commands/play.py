@@ -65,9 +65,14 @@ def read_move(game, seat: int, stdin, out) -> str | None:
 def ask(prompt: str, stdin, out) -> str | None:
     """One line from `stdin` after `prompt`, stripped; None at the end of input. Piped input is
     echoed, so a scripted session reads as if typed."""
+    from stlm_selfplay.errors import as_user_error
+
     out.write(prompt)
     out.flush()
-    line = stdin.readline()
+    try:
+        line = stdin.readline()
+    except UnicodeDecodeError as err:  # a strict UTF-8 stdin given other bytes: name it, exit 2
+        raise as_user_error(err, kind="standard input") from None
     try:
         typed = stdin.isatty()
     except (AttributeError, ValueError):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from stlm_selfplay.data.sources import register_source
-from stlm_selfplay.errors import UserError
+from stlm_selfplay.errors import UserError, as_user_error
 
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -50,7 +50,19 @@ def text_documents(cfg) -> Iterator[str]:
         kwargs = {"sample_by": "document"} if builder == "text" else {}
         rows = datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
         field = "text" if builder == "text" else cfg.text_field
-        for row in rows:
-            if field not in row:
-                raise UserError(f"'{path}' has no field '{field}' (fields: {', '.join(row)}); set data.text_field")
-            yield row[field]
+        try:
+            for row in rows:
+                if field not in row:
+                    raise UserError(f"'{path}' has no field '{field}' (fields: {', '.join(row)}); set data.text_field")
+                if not isinstance(row[field], str):
+                    raise UserError(f"'{path}': field '{field}' holds {type(row[field]).__name__}, not text; "
+                                    "set data.text_field to a text column")
+                yield row[field]
+        except UserError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError) as err:  # binary .txt, malformed .jsonl/.json/.parquet
+            raise as_user_error(err, str(path), "data file") or UserError(  # the parser's own ValueError, ...
+                f"cannot parse data file '{path}': {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                "; fix the file (one JSON object per .jsonl line)") from None
+        except Exception as err:  # pyarrow / datasets errors
+            raise as_user_error(err, str(path), "data file") or err

@@ -59,7 +59,8 @@ class MetricsLogger:
 
             run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]  # same run on resume
             self._wandb = wandb.init(project=logging_cfg.project, name=Path(run_dir).name, id=run_id,
-                                     dir=str(run_dir), mode=mode, config=config, resume="allow")
+                                     dir=str(run_dir), mode=mode, config=config, resume="allow",
+                                     settings=wandb.Settings(silent=True))  # no console output; files as before
 
     def log(self, step: int, kind: str, metrics: dict[str, Any]) -> None:
         if not self.active:
