@@ -123,6 +123,11 @@ class SelfPlayConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)  # matches, optimal-move rate, ratings
 
 
+def eval_games(cfg: SelfPlayConfig) -> list[str]:
+    """The games a self-play run evaluates on: `eval.games`, else every stage's games in order."""
+    return list(cfg.eval.games) or list(dict.fromkeys(g for s in cfg.stages for g in s.games))
+
+
 def _positive(name: str, value) -> None:
     if value <= 0:
         raise UserError(f"config key 'selfplay.{name}' must be > 0, got {value}")
