@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from stlm_selfplay.errors import UserError, closest
 from stlm_selfplay.runs import STAGES
 from stlm_selfplay.selfplay.config import SelfPlayConfig
+from stlm_selfplay.train.optim import LR_SCHEDULES
 
 
 @dataclass
@@ -148,7 +149,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.split": ("tail", "hash"),
     "data.game_style": ("compact", "verbose"),
     "optimizer.name": ("adamw", "muon"),
-    "schedule.kind": ("cosine", "linear", "wsd", "constant"),
+    "schedule.kind": LR_SCHEDULES,
     "logging.wandb": ("offline", "online", "disabled"),
 }
 POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch_size",

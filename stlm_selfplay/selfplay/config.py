@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
+from stlm_selfplay.train.optim import LR_SCHEDULES
 
 ACTION_MODES = ("constrained", "free")
-POOL_SAMPLING = ("uniform", "latest", "prioritized")
 SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
-RL_OBJECTIVES = ("reinforce", "ppo", "grpo")
 
 
 @dataclass
@@ -137,6 +137,7 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
     """Value checks the types cannot express; raises a one-line `UserError`."""
     from stlm_selfplay.envs import GAMES, list_players
     from stlm_selfplay.objectives import build_objectives
+    from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
 
     for name in ("updates", "games_per_update", "ppo_epochs", "minibatches", "micro_batch_turns", "lr"):
         _positive(name, getattr(cfg, name))
@@ -146,10 +147,9 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
     if cfg.games_per_update % (world_size * cfg.advantages.group_size):
         raise UserError(f"selfplay.games_per_update={cfg.games_per_update} must be divisible by processes x "
                         f"advantages.group_size = {world_size * cfg.advantages.group_size}")
-    if cfg.pool.sampling not in POOL_SAMPLING:
-        raise unknown_name("selfplay.pool.sampling", cfg.pool.sampling, POOL_SAMPLING)
-    if cfg.lr_schedule not in ("constant", "cosine", "linear", "wsd"):
-        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, ("constant", "cosine", "linear", "wsd"))
+    POOL_SAMPLERS.get(cfg.pool.sampling)  # unknown name -> UserError naming the closest
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     if cfg.eval.episodes < 0 or cfg.eval.every < 0:
         raise UserError("selfplay.eval.episodes and selfplay.eval.every must be >= 0")
     if cfg.eval.mode and cfg.eval.mode not in ACTION_MODES:
@@ -178,9 +178,10 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
         if stage.until_metric and i == len(cfg.stages) - 1:
             raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
     objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
-    rl = [o.name for o in objectives.objectives if o.name in RL_OBJECTIVES]
+    rl = [o.name for o in objectives.objectives if is_rl(o)]
     if len(rl) != 1:
-        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(RL_OBJECTIVES)}), got {rl or 'none'}")
+        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}), "
+                        f"got {rl or 'none'}")
     if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
                         "set selfplay.advantages.group_size >= 2")

@@ -37,11 +37,12 @@ from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import build_objectives
 from stlm_selfplay.objectives.registry import ObjectiveSet
+from stlm_selfplay.objectives.rl import is_rl
 from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
                                 save_config)
 from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
-from stlm_selfplay.selfplay.config import RL_OBJECTIVES, SelfPlayConfig, check_selfplay, eval_games as eval_games_of
+from stlm_selfplay.selfplay.config import SelfPlayConfig, check_selfplay, eval_games as eval_games_of
 from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
@@ -80,8 +81,8 @@ def rollout_routing(model) -> dict:
 def split_objectives(specs) -> tuple[torch.nn.Module, ObjectiveSet | None]:
     """(the RL objective, the auxiliary objectives with their weights or None)."""
     pairs = list(zip(build_objectives(specs).objectives, build_objectives(specs).weights))
-    rl = [o for o, _ in pairs if o.name in RL_OBJECTIVES][0]
-    aux = [(o, w) for o, w in pairs if o.name not in RL_OBJECTIVES]
+    rl = [o for o, _ in pairs if is_rl(o)][0]
+    aux = [(o, w) for o, w in pairs if not is_rl(o)]
     return rl, ObjectiveSet(aux) if aux else None
 
 
