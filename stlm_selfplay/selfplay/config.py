@@ -5,6 +5,13 @@ comes from the root config: `run.*` (name, seed, device, resume, checkpoint_ever
 `optimizer.*` (AdamW/Muon betas, eps, weight decay; `selfplay.lr` replaces the peak lr) and
 `logging.*` (wandb, progress bar, log_every). `check_selfplay` validates values that types cannot.
 
+Why self-play has its own lr, schedule and clipping (`lr`, `lr_schedule`, `warmup_updates`,
+`min_lr_ratio`, `grad_clip`) instead of reading `optimizer.lr`, `optimizer.grad_clip` and
+`schedule.*`: a staged run (`stlm run`) pretrains and then self-plays from ONE config, and the two
+stages want different values (RL fine-tuning runs at a far smaller lr, and its clock is
+`updates x ppo_epochs x minibatches` optimizer steps, not `schedule.steps`). `run.dtype` and
+`run.compile` apply to pretraining only; self-play runs in fp32 eager mode.
+
     selfplay:
       init_from: runs/ttt-pretrain          # a pretrain run, a checkpoint folder or an HF folder
       games_per_update: 64
