@@ -47,10 +47,12 @@ def normal_cdf(z: float) -> float:
 
 
 def evaluation_games(cfg: RootConfig) -> list[str]:
-    """The games to evaluate: self-play's eval games (or its stages' games), else the pretraining
-    transcripts' games."""
+    """The games to evaluate: `evaluation.games`, else self-play's eval games (or its stages'
+    games), else the pretraining transcripts' games."""
     from stlm_selfplay.selfplay.config import eval_games
 
+    if cfg.evaluation.games:
+        return list(cfg.evaluation.games)
     if "selfplay" in cfg.stages:
         return eval_games(cfg.selfplay)
     return list(cfg.data.games) if cfg.data.source == "games" else []
@@ -70,6 +72,9 @@ def evaluation_models(cfg: RootConfig) -> dict[str, Path]:
 
 
 def action_mode(cfg: RootConfig) -> str:
+    """How both models move: `evaluation.mode`, else self-play's eval mode or last stage's mode."""
+    if cfg.evaluation.mode:
+        return cfg.evaluation.mode
     if "selfplay" in cfg.stages:
         return cfg.selfplay.eval.mode or cfg.selfplay.stages[-1].mode
     return "constrained"

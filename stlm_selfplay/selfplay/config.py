@@ -89,19 +89,43 @@ class AdvantageConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation every `every` updates (also before the first and after the last update)."""
+    """A game evaluation (`selfplay/evaluate.py`): matches against scripted bots in each seat, and
+    each game's exact metrics. Two sections are one: `selfplay.eval` (every `every` updates, also
+    before the first and after the last) and the root `evaluation` (`stlm run`'s pretrained vs
+    final model; its defaults are `evaluation_defaults()`). An option only one section reads
+    (`SELFPLAY_ONLY`, `EVALUATION_ONLY`) is refused in the other when changed from its default."""
 
-    every: int = 20  # updates between evaluations (0 = only before the first and after the last)
-    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games)
-    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents
-    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot)
+    every: int = 20  # selfplay.eval: updates between evaluations (0 = only before the first and after the last)
+    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games;
+    #   evaluation: self-play's eval games, else the pretraining transcripts' games)
+    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents;
+    #   each game uses the ones it has (tictactoe: random, minimax, optimal; kuhn_poker: random, nash)
+    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot; 0 = skip the matches)
     temperature: float = 0.0  # evaluation decoding (0 = greedy: the fixed, most likely move)
-    mode: str = ""  # action mode for evaluation ("" = the current stage's mode)
+    mode: str = ""  # action mode for evaluation ("" = the current stage's mode; evaluation: the
+    #                 selfplay.eval mode, else the last stage's)
     optimal_rate: bool = True  # tictactoe: optimal-move rate over all 4,520 positions (one batched score)
     exploitability: bool = True  # kuhn_poker: exploitability of the current and the average policy
-    ratings: bool = True  # Bradley-Terry ratings of the learner, its snapshots and the bots
-    pool_episodes: int = 20  # ratings: games of the learner against each pool snapshot
-    rating_bootstrap: int = 100  # ratings: bootstrap refits for the intervals (0 = none)
+    ratings: bool = True  # selfplay.eval: Bradley-Terry ratings of the learner, its snapshots and the bots
+    pool_episodes: int = 20  # selfplay.eval, ratings: games of the learner against each pool snapshot
+    rating_bootstrap: int = 100  # selfplay.eval, ratings: bootstrap refits for the intervals (0 = none)
+    sample_games: int = 0  # evaluation: games per seat against each bot rendered as text in the report
+
+
+SELFPLAY_ONLY = ("every", "ratings", "pool_episodes", "rating_bootstrap")  # read by selfplay.eval only
+EVALUATION_ONLY = ("sample_games",)  # read by the root `evaluation` only
+
+
+def evaluation_defaults() -> EvalConfig:
+    """The root `evaluation` section's defaults: 400 games per seat against every kind of bot."""
+    return EvalConfig(bots=["random", "minimax", "nash"], episodes=400, sample_games=1)
+
+
+def check_unread(cfg: EvalConfig, defaults: EvalConfig, names, where: str, reader: str) -> None:
+    """`UserError` for an option of `names` changed from its default in a section that ignores it."""
+    for name in names:
+        if getattr(cfg, name) != getattr(defaults, name):
+            raise UserError(f"config key '{where}.{name}' is not read there (only {reader} reads it); remove it")
 
 
 @dataclass
@@ -161,6 +185,7 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
         raise UserError("selfplay.eval.episodes and selfplay.eval.every must be >= 0")
     if cfg.eval.mode and cfg.eval.mode not in ACTION_MODES:
         raise unknown_name("selfplay.eval.mode", cfg.eval.mode, ACTION_MODES)
+    check_unread(cfg.eval, EvalConfig(), EVALUATION_ONLY, "selfplay.eval", "the root evaluation section")
     if not cfg.stages:
         raise UserError("selfplay.stages is empty; give at least one stage, e.g. [{games: {tictactoe: 1.0}}]")
     for i, stage in enumerate(cfg.stages):
