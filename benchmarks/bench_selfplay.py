@@ -36,7 +36,8 @@ from _common import base_parser, report  # noqa: E402
 
 from stlm_selfplay.config import load_config  # noqa: E402
 from stlm_selfplay.runs import latest_checkpoint, load_model  # noqa: E402
-from stlm_selfplay.selfplay.evaluate import evaluate_model  # noqa: E402
+from stlm_selfplay.selfplay.config import EvalConfig  # noqa: E402
+from stlm_selfplay.selfplay.evaluate import evaluate  # noqa: E402
 from stlm_selfplay.selfplay.loop import selfplay  # noqa: E402
 from stlm_selfplay.train.metrics import read_metrics  # noqa: E402
 from stlm_selfplay.train.pretrain import pretrain  # noqa: E402
@@ -119,7 +120,7 @@ def final_minimax(work: Path, name: str, episodes: int, seed: int) -> dict:
     """The final model against minimax: `episodes` per seat, greedy, in the run's action mode."""
     game, mode, _, _ = RUNS[name]
     model = load_model(latest_checkpoint(work / name))
-    metrics, _ = evaluate_model(model, [game], ["minimax"], episodes, seed + 1, mode, 0.0, False)
+    metrics = evaluate(model, [game], EvalConfig(bots=["minimax"], episodes=episodes), seed + 1, mode, exact=False).metrics
     return {"games": 2 * episodes, "losses": round(metrics[f"{game}/minimax/loss_rate"] * 2 * episodes),
             "loss_rate": metrics[f"{game}/minimax/loss_rate"], "params": model.num_parameters()}
 

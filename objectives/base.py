@@ -49,14 +49,13 @@ class ObjectiveOutput:
 
 
 class Objective(nn.Module):
-    """Base class. Subclasses set `name`, `Options`, optionally `requires`, and `forward`.
-
-    `requires` names the extra model outputs the objective reads (e.g. `{"trunk_states"}`,
-    `{"exit_logits"}`); the trainer asks the model for exactly the union of these.
+    """Base class. Subclasses set `name`, `Options` and `forward`, and `model_kwargs` when they read
+    extra model outputs (e.g. `{"exit_layers": ...}` for `exit_logits`): the trainer passes the
+    union of every objective's `model_kwargs` to the model's forward, and the objective raises a
+    `UserError` naming the missing part when the model cannot produce it.
     """
 
     name: ClassVar[str] = ""
-    requires: ClassVar[frozenset[str]] = frozenset()
 
     @dataclass
     class Options:

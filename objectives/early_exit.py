@@ -114,8 +114,6 @@ def _exit_table(exit_logits) -> tuple[dict[int, torch.Tensor], int]:
 class EarlyExit(Objective):
     """LayerSkip early-exit loss J = sum_l e~(t, l) CE_l over the enabled exits."""
 
-    requires = frozenset({"exit_logits"})
-
     @dataclass
     class Options:
         scale: str = "sum_l"  # exit weight f(l): uniform | linear_l | sum_l | sqrt_l | inv_l

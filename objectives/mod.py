@@ -45,8 +45,6 @@ def patch_valid(patch_ids: torch.Tensor | None, n: int, device) -> torch.Tensor:
 class MixtureOfDepths(Objective):
     """BCE of the router (and predictor) logits against each routed block's top-k mask."""
 
-    requires = frozenset({"router_logits"})
-
     @dataclass
     class Options:
         router_weight: float = 1.0  # a: weight of BCE(router logits, top-k); makes z > 0 the causal rule

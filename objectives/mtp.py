@@ -37,8 +37,6 @@ def anneal_weight(kind: str, step: int, total_steps: int) -> float:
 class MultiBytePrediction(Objective):
     """w(t) * sum over the extra heads of their next-byte cross-entropy."""
 
-    requires = frozenset({"mtp_logits"})
-
     @dataclass
     class Options:
         anneal: str = "none"  # weight of the extra heads over training: none | linear | cosine (to 0 at the end)

@@ -82,13 +82,6 @@ class ObjectiveSet(nn.Module):
         self.objectives = nn.ModuleList([o for o, _ in pairs])
         self.weights = [w for _, w in pairs]
 
-    @property
-    def requires(self) -> frozenset[str]:
-        out: set[str] = set()
-        for o in self.objectives:
-            out |= set(o.requires)
-        return frozenset(out)
-
     def model_kwargs(self, batch: Batch) -> dict[str, Any]:
         """Union of what each objective asks the model's forward to compute."""
         kwargs: dict[str, Any] = {}

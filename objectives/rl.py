@@ -220,6 +220,18 @@ class RLOptions:
             raise UserError("RL options beta, max_completion_length and entropy_decay_steps must be >= 0")
 
 
+def is_rl(objective) -> bool:
+    """An RL objective (self-play trains with exactly one): a `PolicyGradientObjective`."""
+    return isinstance(objective, PolicyGradientObjective)
+
+
+def rl_objective_names() -> list[str]:
+    """The registered RL objectives, in registration order (reinforce, ppo, grpo)."""
+    from stlm_selfplay.objectives.registry import REGISTRY
+
+    return [name for name, cls in REGISTRY.items() if issubclass(cls, PolicyGradientObjective)]
+
+
 class PolicyGradientObjective(Objective):
     """Policy term per token (subclass's `policy_loss`) + beta * KL, reduced, minus entropy bonus."""
 

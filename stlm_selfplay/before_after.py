@@ -1,22 +1,25 @@
 """Before/after: a staged run's pretrained and final models, side by side, with significance tests.
 
-`evaluate_run(cfg)` evaluates both models on the same seeded games (`selfplay.evaluate_model`:
-`evaluation.episodes` games per seat against each bot, greedy by default), the tic-tac-toe
-optimal-move rate over all 4,520 positions and the Kuhn exploitability, renders a few sample
-games of the final model, tests the differences, and writes `runs/<name>/evaluation.json`.
+`evaluate_run(cfg)` evaluates both models on the same seeded games (`selfplay.evaluate.evaluate`:
+`evaluation.episodes` games per seat against each bot, greedy by default) and each game's exact
+metrics (the tic-tac-toe optimal-move rate over all 4,520 positions, the Kuhn exploitability),
+renders a few sample games of the final model, tests the differences, and writes
+`runs/<name>/evaluation.json`.
 
 Tests (one-sided, pooled two-proportion z; alpha = 0.01):
 
     z = (p_final - p_pre) / sqrt(p (1 - p) (1/n_pre + 1/n_final)),   p = (k_pre + k_final) / (n_pre + n_final)
 
-    rise       win rate vs `random` in each seat, and the optimal-move rate (n = 4,520 positions,
-               k = rate x n): passes when p-value = 1 - Phi(z) < alpha
+    rise       win rate vs `random` in each seat, and each exact metric that is a proportion
+               (`ExactMetric.proportions`: the optimal-move rate, n = 4,520 positions, k = rate x n):
+               passes when p-value = 1 - Phi(z) < alpha
     no worse   non-loss rate (1 - loss rate) vs every other bot, all seats: passes unless the
                drop is significant, i.e. unless Phi(z) < alpha
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -29,7 +32,6 @@ from stlm_selfplay.io import write_text_atomic
 from stlm_selfplay.runs import EVALUATION_FILE, latest_checkpoint, run_dir as run_dir_of_config, stage_config, stage_dir
 
 ALPHA = 0.01
-POSITIONS = 4520  # reachable non-terminal tic-tac-toe positions (the optimal-move rate's n)
 MODELS = ("pretrained", "final")
 
 
@@ -45,11 +47,14 @@ def normal_cdf(z: float) -> float:
 
 
 def evaluation_games(cfg: RootConfig) -> list[str]:
-    """The games to evaluate: self-play's eval games (or its stages' games), else the pretraining
-    transcripts' games."""
-    sp = cfg.selfplay
+    """The games to evaluate: `evaluation.games`, else self-play's eval games (or its stages'
+    games), else the pretraining transcripts' games."""
+    from stlm_selfplay.selfplay.config import eval_games
+
+    if cfg.evaluation.games:
+        return list(cfg.evaluation.games)
     if "selfplay" in cfg.stages:
-        return list(sp.eval.games) or list(dict.fromkeys(g for s in sp.stages for g in s.games))
+        return eval_games(cfg.selfplay)
     return list(cfg.data.games) if cfg.data.source == "games" else []
 
 
@@ -67,12 +72,16 @@ def evaluation_models(cfg: RootConfig) -> dict[str, Path]:
 
 
 def action_mode(cfg: RootConfig) -> str:
+    """How both models move: `evaluation.mode`, else self-play's eval mode or last stage's mode."""
+    if cfg.evaluation.mode:
+        return cfg.evaluation.mode
     if "selfplay" in cfg.stages:
         return cfg.selfplay.eval.mode or cfg.selfplay.stages[-1].mode
     return "constrained"
 
 
 def check_bots(games: list[str], bots: list[str]) -> None:
+    """Every bot is a scripted player of at least one of the games (`UserError` otherwise)."""
     from stlm_selfplay.envs import list_players
 
     known = {b for g in games for b in list_players(g)}
@@ -87,7 +96,7 @@ def evaluate_run(cfg: RootConfig) -> dict | None:
     from tqdm.auto import tqdm
 
     from stlm_selfplay.runs import load_model
-    from stlm_selfplay.selfplay.evaluate import evaluate_model, kuhn_metrics, tictactoe_optimal_rate
+    from stlm_selfplay.selfplay.evaluate import available_bots, evaluate
 
     ev, games = cfg.evaluation, evaluation_games(cfg)
     models = evaluation_models(cfg)
@@ -103,24 +112,18 @@ def evaluate_run(cfg: RootConfig) -> dict | None:
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
             return old
-    units = [(label, game, bot) for label in models for game in games for bot in ev.bots if _has_bot(game, bot)]
+    units = [(label, game, bot) for label in models for game in games for bot in available_bots(game, ev.bots)]
     metrics: dict[str, dict] = {label: {} for label in models}
     loaded = {label: load_model(folder, device=_device(cfg)) for label, folder in models.items()}
     with tqdm(total=len(units) + len(models), desc="before/after evaluation", unit="match",
               disable=not cfg.logging.progress) as bar:
         for label, game, bot in units:
             bar.set_postfix_str(f"{label} {game} vs {bot}")
-            if ev.episodes:
-                m, _ = evaluate_model(loaded[label], [game], [bot], ev.episodes, seed, settings["mode"],
-                                      ev.temperature, optimal_rate=False)
-                metrics[label].update(m)
+            one = dataclasses.replace(ev, bots=[bot])  # one match per call: each its own rollout RNG
+            metrics[label].update(evaluate(loaded[label], [game], one, seed, settings["mode"], exact=False).metrics)
             bar.update(1)
         for label, model in loaded.items():
-            if "tictactoe" in games:
-                rate = tictactoe_optimal_rate(model)
-                metrics[label].update({"tictactoe/optimal_rate": rate["rate"], "tictactoe/optimal_greedy": rate["greedy"]})
-            if "kuhn_poker" in games:
-                metrics[label].update(kuhn_metrics(model, [])[0])
+            metrics[label].update(evaluate(model, games, ev, seed, settings["mode"], matches=False).metrics)
             bar.update(1)
     for m in metrics.values():
         for key in [k for k in m if k.endswith("/loss_rate")]:
@@ -131,12 +134,6 @@ def evaluate_run(cfg: RootConfig) -> dict | None:
            "samples": sample_games(loaded[last], games, ev.bots, ev.sample_games, seed, settings["mode"], ev.temperature)}
     write_text_atomic(path, json.dumps(out, indent=1) + "\n")
     return out
-
-
-def _has_bot(game: str, bot: str) -> bool:
-    from stlm_selfplay.envs import list_players
-
-    return bot.partition(":")[0] in list_players(game)
 
 
 def _device(cfg: RootConfig):
@@ -157,8 +154,10 @@ def significance_tests(metrics: dict[str, dict], games: list[str], episodes: int
             wanted.append((key, "rise", episodes))
         elif not rest.startswith("random/") and rest.count("/") == 1 and rest.endswith("/non_loss_rate"):
             wanted.append((key, "no worse", 2 * episodes))
-    if "tictactoe/optimal_rate" in before:
-        wanted.append(("tictactoe/optimal_rate", "rise", POSITIONS))
+    from stlm_selfplay.selfplay.evaluate import exact_metrics_of
+
+    for metric in exact_metrics_of(games, None):  # every exact metric of the games
+        wanted += [(key, "rise", n) for key, n in metric.proportions.items() if key in before]
     tests = []
     for key, kind, n in wanted:
         if n <= 0:
@@ -178,10 +177,11 @@ def sample_games(model, games: list[str], bots: list[str], per_seat: int, seed: 
     from stlm_selfplay.envs import make, make_player
     from stlm_selfplay.envs.players import play_game
     from stlm_selfplay.model_player import ModelPlayer
+    from stlm_selfplay.selfplay.evaluate import available_bots
 
     out = []
     for game in games:
-        for bot in [b for b in bots if _has_bot(game, b)]:
+        for bot in available_bots(game, bots):
             for seat in range(make(game).num_players):
                 for i in range(per_seat):
                     s = derive_seed(seed, "sample", game, bot, seat, i)

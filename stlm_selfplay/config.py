@@ -24,7 +24,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, as_user_error, closest
 from stlm_selfplay.runs import STAGES
-from stlm_selfplay.selfplay.config import SelfPlayConfig
+from stlm_selfplay.selfplay.config import (ACTION_MODES, SELFPLAY_ONLY, EvalConfig, SelfPlayConfig, check_unread,
+                                           evaluation_defaults)
+from stlm_selfplay.train.optim import LR_SCHEDULES
 
 
 @dataclass
@@ -119,17 +121,6 @@ class LoggingConfig:
 
 
 @dataclass
-class EvaluationConfig:
-    """`stlm run`'s closing evaluation: the pretrained and the final model side by side."""
-
-    episodes: int = 400  # games per seat against each bot (0 = skip the matches)
-    bots: List[str] = field(default_factory=lambda: ["random", "minimax", "nash"])  # scripted
-    #   opponents; each game uses the ones it has (tictactoe: random, minimax; kuhn_poker: random, nash)
-    temperature: float = 0.0  # decoding of both models (0 = greedy: the most likely move)
-    sample_games: int = 1  # games per seat against each bot rendered as text in the report
-
-
-@dataclass
 class RootConfig:
     run: RunConfig = field(default_factory=RunConfig)  # identity, seed, device, resume
     model: ModelSection = field(default_factory=ModelSection)  # preset + overrides
@@ -141,7 +132,7 @@ class RootConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # metrics, wandb, eval, samples
     stages: List[str] = field(default_factory=lambda: ["pretrain"])  # what `stlm run` runs, in order
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)  # see the self-play issue
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # `stlm run`: pretrained
+    evaluation: EvalConfig = field(default_factory=evaluation_defaults)  # `stlm run`: pretrained
     #   vs final model against the bots, then the report
 
 
@@ -151,7 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.split": ("tail", "hash"),
     "data.game_style": ("compact", "verbose"),
     "optimizer.name": ("adamw", "muon"),
-    "schedule.kind": ("cosine", "linear", "wsd", "constant"),
+    "schedule.kind": LR_SCHEDULES,
     "logging.wandb": ("offline", "online", "disabled"),
 }
 POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch_size",
@@ -227,6 +218,10 @@ def _check(cfg: RootConfig) -> None:
             raise UserError(f"config key '{key}' must be >= 0, got {get(key)}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise UserError(f"config key 'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
+    check_unread(cfg.evaluation, evaluation_defaults(), SELFPLAY_ONLY, "evaluation", "selfplay.eval")
+    if cfg.evaluation.mode and cfg.evaluation.mode not in ACTION_MODES:
+        raise UserError(f"config key 'evaluation.mode' must be one of {', '.join(ACTION_MODES)} or empty, "
+                        f"got '{cfg.evaluation.mode}'{closest(cfg.evaluation.mode, ACTION_MODES)}")
     if len(cfg.optimizer.betas) != 2:
         raise UserError(f"config key 'optimizer.betas' must be two numbers, got {cfg.optimizer.betas}")
     if cfg.data.seq_len < 2:

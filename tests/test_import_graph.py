@@ -127,3 +127,9 @@ def test_package_has_no_import_cycle():
     assert "stlm_selfplay.envs.registry" in mods and "stlm_selfplay.objectives.ce" in mods
     cycle = find_cycle(import_graph(mods))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_module_is_longer_than_one_read():
+    """Short modules, one concept each: none over MAX_LINES lines."""
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by concept): {long}"

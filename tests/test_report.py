@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from stlm_selfplay.before_after import ALPHA, POSITIONS, one_sided_z, significance_tests
+from stlm_selfplay.before_after import ALPHA, one_sided_z, significance_tests
 from stlm_selfplay.cli import main
 from stlm_selfplay.report import write_report
+from stlm_selfplay.selfplay.evaluate import TICTACTOE_POSITIONS as POSITIONS
 from stlm_selfplay.selfplay.ratings import append_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

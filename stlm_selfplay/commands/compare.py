@@ -1,6 +1,6 @@
 """`stlm compare CONFIG [key=value ...]`: equal-budget comparison of config variants over seeds.
 
-CONFIG is a compare config (see configs/compare/ and stlm_selfplay/compare.py): pretraining
+CONFIG is a compare config (see configs/compare/ and stlm_selfplay/compare/): pretraining
 variants, or self-play variants when the base names a model (`selfplay.init_from`). The
 overrides apply to the base config of every variant (e.g. data.path=..., selfplay.init_from=...). Writes
 `<run.out_dir>/<name>/compare.md` and `compare.png`; running it again resumes unfinished runs and

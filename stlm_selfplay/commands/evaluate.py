@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from stlm_selfplay.envs.evaluation import MatchResult
     from stlm_selfplay.errors import UserError
     from stlm_selfplay.runs import load_model, resolve_model_folder
-    from stlm_selfplay.selfplay.evaluate import bot_policies, match_results
-    from stlm_selfplay.selfplay.policies import ModelPolicy
+    from stlm_selfplay.selfplay.config import EvalConfig
+    from stlm_selfplay.selfplay.evaluate import evaluate
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     make_player(args.game, args.opponent)  # unknown bot or option -> one line
     folder = resolve_model_folder(args.model)
     model = load_model(folder, device=args.device)
-    player = ModelPolicy(model, name="model", mode=args.mode, temperature=args.temperature)
-    results = match_results(player, args.game, bot_policies(args.game, [args.opponent]), args.episodes, args.seed,
-                            name="model")[args.opponent]
+    spec = EvalConfig(bots=[args.opponent], episodes=args.episodes, temperature=args.temperature)
+    results = evaluate(model, [args.game], spec, args.seed, args.mode, name="model",
+                       exact=False).matches[args.game][args.opponent]
     match = MatchResult(args.game, ("model", args.opponent), seats=results["seats"])
     print(f"model: {folder}  ({args.mode}, temperature {args.temperature:g}, seed {args.seed})")
     print(match.table())

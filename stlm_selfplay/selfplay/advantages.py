@@ -33,12 +33,15 @@ the kept ones to mean 0, std 1 over the batch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.train.distributed import all_reduce_sum
 
 
 @dataclass
@@ -195,3 +198,17 @@ def finalize(adv: np.ndarray, normalize: bool = False, drop_zero: bool = False, 
         kept = adv[keep]
         adv[keep] = (kept - kept.mean()) / (kept.std() + eps)
     return adv.astype(np.float32), keep
+
+
+def global_normalize(adv: np.ndarray, keep: np.ndarray, device: torch.device, eps: float = 1e-8) -> np.ndarray:
+    """A <- (A - mean) / (std + eps) over the kept turns of ALL ranks (finalize's rule, all-reduced)."""
+    kept = adv[keep].astype(np.float64)
+    sums = all_reduce_sum(torch.tensor([kept.sum(), (kept ** 2).sum(), len(kept)], dtype=torch.float64, device=device))
+    total, squares, n = (float(x) for x in sums)
+    if n == 0:
+        return adv
+    mean = total / n
+    std = math.sqrt(max(squares / n - mean * mean, 0.0))
+    out = adv.astype(np.float64).copy()
+    out[keep] = (kept - mean) / (std + eps)
+    return out.astype(np.float32)

@@ -62,3 +62,11 @@ def turns_to_batch(
     ids, attn, loss = _pack(rows)
     return Batch(input_ids=ids, attention_mask=attn, loss_mask=loss, step=step, total_steps=total_steps,
                  old_logprobs=old, advantages=advantages.float(), ref_logprobs=ref_logprobs, extras=extras)
+
+
+def transcript_batch(episodes, max_len: int):
+    """Auxiliary-objective batch: each played game as its transcript bytes (prompt + action per
+    line), right-padded, every byte a target (the last `max_len` bytes of long games)."""
+    rows = [(b"", b"".join(p + a + b"\n" for _, p, a in e.transcript)[-max_len:]) for e in episodes]
+    ids, attn, loss = _pack(rows)
+    return Batch(ids, attention_mask=attn, loss_mask=attn.float())

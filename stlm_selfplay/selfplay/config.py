@@ -5,6 +5,13 @@ comes from the root config: `run.*` (name, seed, device, resume, checkpoint_ever
 `optimizer.*` (AdamW/Muon betas, eps, weight decay; `selfplay.lr` replaces the peak lr) and
 `logging.*` (wandb, progress bar, log_every). `check_selfplay` validates values that types cannot.
 
+Why self-play has its own lr, schedule and clipping (`lr`, `lr_schedule`, `warmup_updates`,
+`min_lr_ratio`, `grad_clip`) instead of reading `optimizer.lr`, `optimizer.grad_clip` and
+`schedule.*`: a staged run (`stlm run`) pretrains and then self-plays from ONE config, and the two
+stages want different values (RL fine-tuning runs at a far smaller lr, and its clock is
+`updates x ppo_epochs x minibatches` optimizer steps, not `schedule.steps`). `run.dtype` and
+`run.compile` apply to pretraining only; self-play runs in fp32 eager mode.
+
     selfplay:
       init_from: runs/ttt-pretrain          # a pretrain run, a checkpoint folder or an HF folder
       games_per_update: 64
@@ -19,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
+from stlm_selfplay.train.optim import LR_SCHEDULES
 
 ACTION_MODES = ("constrained", "free")
-POOL_SAMPLING = ("uniform", "latest", "prioritized")
 SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
-RL_OBJECTIVES = ("reinforce", "ppo", "grpo")
 
 
 @dataclass
@@ -82,19 +89,43 @@ class AdvantageConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation every `every` updates (also before the first and after the last update)."""
+    """A game evaluation (`selfplay/evaluate.py`): matches against scripted bots in each seat, and
+    each game's exact metrics. Two sections are one: `selfplay.eval` (every `every` updates, also
+    before the first and after the last) and the root `evaluation` (`stlm run`'s pretrained vs
+    final model; its defaults are `evaluation_defaults()`). An option only one section reads
+    (`SELFPLAY_ONLY`, `EVALUATION_ONLY`) is refused in the other when changed from its default."""
 
-    every: int = 20  # updates between evaluations (0 = only before the first and after the last)
-    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games)
-    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents
-    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot)
+    every: int = 20  # selfplay.eval: updates between evaluations (0 = only before the first and after the last)
+    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games;
+    #   evaluation: self-play's eval games, else the pretraining transcripts' games)
+    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents;
+    #   each game uses the ones it has (tictactoe: random, minimax, optimal; kuhn_poker: random, nash)
+    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot; 0 = skip the matches)
     temperature: float = 0.0  # evaluation decoding (0 = greedy: the fixed, most likely move)
-    mode: str = ""  # action mode for evaluation ("" = the current stage's mode)
+    mode: str = ""  # action mode for evaluation ("" = the current stage's mode; evaluation: the
+    #                 selfplay.eval mode, else the last stage's)
     optimal_rate: bool = True  # tictactoe: optimal-move rate over all 4,520 positions (one batched score)
     exploitability: bool = True  # kuhn_poker: exploitability of the current and the average policy
-    ratings: bool = True  # Bradley-Terry ratings of the learner, its snapshots and the bots
-    pool_episodes: int = 20  # ratings: games of the learner against each pool snapshot
-    rating_bootstrap: int = 100  # ratings: bootstrap refits for the intervals (0 = none)
+    ratings: bool = True  # selfplay.eval: Bradley-Terry ratings of the learner, its snapshots and the bots
+    pool_episodes: int = 20  # selfplay.eval, ratings: games of the learner against each pool snapshot
+    rating_bootstrap: int = 100  # selfplay.eval, ratings: bootstrap refits for the intervals (0 = none)
+    sample_games: int = 0  # evaluation: games per seat against each bot rendered as text in the report
+
+
+SELFPLAY_ONLY = ("every", "ratings", "pool_episodes", "rating_bootstrap")  # read by selfplay.eval only
+EVALUATION_ONLY = ("sample_games",)  # read by the root `evaluation` only
+
+
+def evaluation_defaults() -> EvalConfig:
+    """The root `evaluation` section's defaults: 400 games per seat against every kind of bot."""
+    return EvalConfig(bots=["random", "minimax", "nash"], episodes=400, sample_games=1)
+
+
+def check_unread(cfg: EvalConfig, defaults: EvalConfig, names, where: str, reader: str) -> None:
+    """`UserError` for an option of `names` changed from its default in a section that ignores it."""
+    for name in names:
+        if getattr(cfg, name) != getattr(defaults, name):
+            raise UserError(f"config key '{where}.{name}' is not read there (only {reader} reads it); remove it")
 
 
 @dataclass
@@ -123,6 +154,11 @@ class SelfPlayConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)  # matches, optimal-move rate, ratings
 
 
+def eval_games(cfg: SelfPlayConfig) -> list[str]:
+    """The games a self-play run evaluates on: `eval.games`, else every stage's games in order."""
+    return list(cfg.eval.games) or list(dict.fromkeys(g for s in cfg.stages for g in s.games))
+
+
 def _positive(name: str, value) -> None:
     if value <= 0:
         raise UserError(f"config key 'selfplay.{name}' must be > 0, got {value}")
@@ -132,6 +168,7 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
     """Value checks the types cannot express; raises a one-line `UserError`."""
     from stlm_selfplay.envs import GAMES, list_players
     from stlm_selfplay.objectives import build_objectives
+    from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
 
     for name in ("updates", "games_per_update", "ppo_epochs", "minibatches", "micro_batch_turns", "lr"):
         _positive(name, getattr(cfg, name))
@@ -141,14 +178,14 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
     if cfg.games_per_update % (world_size * cfg.advantages.group_size):
         raise UserError(f"selfplay.games_per_update={cfg.games_per_update} must be divisible by processes x "
                         f"advantages.group_size = {world_size * cfg.advantages.group_size}")
-    if cfg.pool.sampling not in POOL_SAMPLING:
-        raise unknown_name("selfplay.pool.sampling", cfg.pool.sampling, POOL_SAMPLING)
-    if cfg.lr_schedule not in ("constant", "cosine", "linear", "wsd"):
-        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, ("constant", "cosine", "linear", "wsd"))
+    POOL_SAMPLERS.get(cfg.pool.sampling)  # unknown name -> UserError naming the closest
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     if cfg.eval.episodes < 0 or cfg.eval.every < 0:
         raise UserError("selfplay.eval.episodes and selfplay.eval.every must be >= 0")
     if cfg.eval.mode and cfg.eval.mode not in ACTION_MODES:
         raise unknown_name("selfplay.eval.mode", cfg.eval.mode, ACTION_MODES)
+    check_unread(cfg.eval, EvalConfig(), EVALUATION_ONLY, "selfplay.eval", "the root evaluation section")
     if not cfg.stages:
         raise UserError("selfplay.stages is empty; give at least one stage, e.g. [{games: {tictactoe: 1.0}}]")
     for i, stage in enumerate(cfg.stages):
@@ -173,9 +210,10 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
         if stage.until_metric and i == len(cfg.stages) - 1:
             raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
     objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
-    rl = [o.name for o in objectives.objectives if o.name in RL_OBJECTIVES]
+    rl = [o.name for o in objectives.objectives if is_rl(o)]
     if len(rl) != 1:
-        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(RL_OBJECTIVES)}), got {rl or 'none'}")
+        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}), "
+                        f"got {rl or 'none'}")
     if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
                         "set selfplay.advantages.group_size >= 2")

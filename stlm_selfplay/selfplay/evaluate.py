@@ -1,9 +1,18 @@
-"""Evaluation of a model as a game player: matches by seat, optimal-move rate, exploitability.
+"""Game evaluation, in one place: what an evaluation of a model as a game player measures, and
+the names of the metrics it logs. The self-play loop, `stlm run`'s before/after evaluation,
+`stlm eval` and `stlm compare` all go through `evaluate` and `metric_names`.
 
-    evaluate_model(model, ["tictactoe"], ["random", "optimal"], episodes=100, seed=0)
-        -> flat metrics: the model in each seat for `episodes` games against each bot, played
-           with `play` (`match_results`) and a fixed decoding (temperature 0 = the argmax move):
-           W/D/L/illegal rates by seat with Wilson 95% intervals, mean game length
+    evaluate(model, ["tictactoe"], spec, seed=0)     spec: bots, episodes, temperature (and the
+        switches of the exact metrics: optimal_rate, exploitability; absent = on)
+        -> Evaluation(metrics, results, matches): the model in each seat for `spec.episodes`
+           games against each of the game's `spec.bots`, played with `play` (`match_results`)
+           and a fixed decoding (temperature 0 = the argmax move): W/D/L/illegal rates by seat
+           with Wilson 95% intervals, mean game length; then each game's exact metrics
+    metric_names(games, spec)                        the headline metric names, in table order
+
+Exact metrics are a registry keyed by game: a game with one is its file in envs/, its metric
+here (`@exact_metric("game", names=..., enabled_by=...)`), and nothing else.
+
     tictactoe_optimal_rate(model)   one batched `score` over the legal actions of all 4,520
            positions; pi = softmax over each position's summed action log-probs (temperature 1);
            rate = mean_pos pi(optimal moves), greedy = mean_pos [argmax pi is optimal]
@@ -16,7 +25,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,12 +37,46 @@ from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.selfplay.opponents import LEARNER
 from stlm_selfplay.envs.formats import format_action
 from stlm_selfplay.model import score
+from stlm_selfplay.registry import Registry
 from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy, RolloutRandom, constrained_distribution
 from stlm_selfplay.selfplay.rollout import EpisodeSpec, play
 
 Result = tuple[str, str, float]  # (player a, player b, score of a), as `ratings` reads them
 SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
 OUTCOME_NAMES = {"wins": "win", "draws": "draw", "losses": "loss", "illegal": "illegal"}  # SeatRecord field -> metric
+
+
+@dataclass(frozen=True)
+class ExactMetric:
+    """A game's exact metric: `compute(model, history) -> {name: value}` over every position or
+    information state of the game (no sampling), where `history` holds what `snapshot(model)`
+    returned at each pool snapshot of a self-play run (empty elsewhere)."""
+
+    game: str
+    names: tuple[str, ...]  # every metric `compute` returns, `<game>/<name>`
+    headline: tuple[str, ...]  # the ones tables compare (`metric_names`), in order
+    enabled_by: str  # the eval-config switch that turns it on (a spec without the field: on)
+    compute: Callable[[Any, list], dict[str, float]]
+    snapshot: Callable[[Any], Any] | None = None  # what to keep of each pool snapshot (history)
+    proportions: dict[str, int] = field(default_factory=dict)  # metrics that are a rate over n
+    #   items (n), which the before/after evaluation tests for a significant rise
+
+
+EXACT_METRICS = Registry("exact metric")  # game name -> ExactMetric
+
+
+def exact_metric(game: str, names: Sequence[str], enabled_by: str, headline: Sequence[str] | None = None,
+                 snapshot: Callable[[Any], Any] | None = None, proportions: dict[str, int] | None = None):
+    """Function decorator: `@exact_metric("tictactoe", names=("optimal_rate", ...), enabled_by=
+    "optimal_rate")` registers `fn(model, history) -> {"tictactoe/optimal_rate": ...}` for the game."""
+    def wrap(fn):
+        full = tuple(f"{game}/{n}" for n in names)
+        shown = full if headline is None else tuple(f"{game}/{n}" for n in headline)
+        EXACT_METRICS.register(game, ExactMetric(game, full, shown, enabled_by, fn, snapshot,
+                                                 {f"{game}/{k}": v for k, v in (proportions or {}).items()}))
+        return fn
+
+    return wrap
 
 
 def bot_policies(game: str, bots: Sequence[str]) -> dict:
@@ -107,6 +151,16 @@ def tictactoe_optimal_rate(model) -> dict[str, float]:
     return rate_from_probabilities(constrained_probs(model, [p.game for p in positions]), positions)
 
 
+TICTACTOE_POSITIONS = 4520  # reachable non-terminal tic-tac-toe positions (the optimal-move rate's n)
+
+
+@exact_metric("tictactoe", names=("optimal_rate", "optimal_greedy"), headline=("optimal_rate",),
+              enabled_by="optimal_rate", proportions={"optimal_rate": TICTACTOE_POSITIONS})
+def tictactoe_metrics(model, history: list) -> dict[str, float]:
+    rate = tictactoe_optimal_rate(model)
+    return {"tictactoe/optimal_rate": rate["rate"], "tictactoe/optimal_greedy": rate["greedy"]}
+
+
 def kuhn_table(model, temperature: float = 1.0) -> dict[str, dict[str, float]]:
     """The model's constrained policy at the 12 Kuhn information states (one batched score)."""
     games: list = []
@@ -152,25 +206,72 @@ def kuhn_metrics(model, snapshot_tables: Sequence[dict]) -> tuple[dict[str, floa
             "kuhn_poker/avg_exploitability": kuhn_exploitability(average)}, table
 
 
-@torch.no_grad()
-def evaluate_model(model, games: Sequence[str], bots: Sequence[str], episodes: int, seed: int,
-                   mode: str = "constrained", temperature: float = 0.0, optimal_rate: bool = True,
-                   name: str = LEARNER) -> tuple[dict[str, float], list[tuple[str, Result]]]:
-    """(flat metrics, [(game, result)] for ratings) of matches vs each of the game's `bots` by
-    seat (decoding: `mode` at `temperature`), plus the tictactoe optimal-move rate when asked."""
+exact_metric("kuhn_poker", names=("exploitability", "avg_exploitability"), enabled_by="exploitability",
+             snapshot=kuhn_table)(lambda model, history: kuhn_metrics(model, history)[0])
+
+
+def available_bots(game: str, bots: Sequence[str]) -> list[str]:
+    """The ones of `bots` that `game` has (a bot may carry options, `name:key=value`)."""
     from stlm_selfplay.envs import list_players
 
-    player = ModelPolicy(model, name=name, mode=mode, temperature=temperature)
-    metrics: dict[str, float] = {}
-    results: list[tuple[str, Result]] = []
+    return [b for b in bots if b.partition(":")[0] in list_players(game)]
+
+
+def exact_metrics_of(games: Sequence[str], spec) -> list[ExactMetric]:
+    """The exact metrics an evaluation of `games` with `spec` computes."""
+    return [m for g in games if (m := EXACT_METRICS.get(g, None)) and getattr(spec, m.enabled_by, True)]
+
+
+def record_snapshot(model, games: Sequence[str], spec, history: dict[str, list]) -> None:
+    """At a pool snapshot: append what each exact metric keeps of the model to `history[game]`."""
+    for metric in exact_metrics_of(games, spec):
+        if metric.snapshot is not None:
+            history.setdefault(metric.game, []).append(metric.snapshot(model))
+
+
+def metric_names(games: Sequence[str], spec) -> list[str]:
+    """The headline metrics of an evaluation, in table order: per game its exact metrics, the win
+    rate against each bot it has, the non-loss rate (1 - loss rate) against each but random, and
+    its Elo when `spec.ratings` (the self-play loop's Bradley-Terry ratings)."""
+    names: list[str] = []
+    exact = {m.game: m for m in exact_metrics_of(games, spec)}
     for game in games:
-        available = [b for b in bots if b.partition(":")[0] in list_players(game)]
-        if episodes and available:
-            res = match_results(player, game, bot_policies(game, available), episodes, seed, name=name)
-            metrics.update(match_metrics(game, res))
-            results += [(game, r) for b in available for r in res[b]["results"]]
-        if game == "tictactoe" and optimal_rate:
-            rate = tictactoe_optimal_rate(model)
-            metrics["tictactoe/optimal_rate"] = rate["rate"]
-            metrics["tictactoe/optimal_greedy"] = rate["greedy"]
-    return metrics, results
+        bots = available_bots(game, spec.bots) if spec.episodes else []
+        names += list(exact[game].headline) if game in exact else []
+        names += [f"{game}/{b}/win_rate" for b in bots]
+        names += [f"{game}/{b}/non_loss_rate" for b in bots if b != "random"]
+        if getattr(spec, "ratings", False) and bots:
+            names.append(f"{game}/elo")
+    return names
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` measured: flat metrics, the match results for ratings, and per game the
+    raw `match_results` (SeatRecords by seat, per bot)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    results: list[tuple[str, Result]] = field(default_factory=list)  # (game, (a, b, score of a))
+    matches: dict[str, dict] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(model, games: Sequence[str], spec, seed: int, mode: str = "constrained", *, name: str = LEARNER,
+             matches: bool = True, exact: bool = True, history: dict[str, list] | None = None) -> Evaluation:
+    """Matches of the model (decoding: `mode` at `spec.temperature`) in each seat against each of
+    a game's `spec.bots` (`spec.episodes` games per seat; game seeds from `seed`), then the games'
+    exact metrics (`history`: the self-play loop's snapshot records). `matches` / `exact` off
+    skip either part."""
+    player = ModelPolicy(model, name=name, mode=mode, temperature=spec.temperature)
+    exact_of = {m.game: m for m in exact_metrics_of(games, spec)} if exact else {}
+    out = Evaluation()
+    for game in games:
+        bots = available_bots(game, spec.bots)
+        if matches and spec.episodes and bots:
+            res = match_results(player, game, bot_policies(game, bots), spec.episodes, seed, name=name)
+            out.metrics.update(match_metrics(game, res))
+            out.results += [(game, r) for b in bots for r in res[b]["results"]]
+            out.matches[game] = res
+        if game in exact_of:
+            out.metrics.update(exact_of[game].compute(model, (history or {}).get(game, [])))
+    return out

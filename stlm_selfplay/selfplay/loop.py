@@ -6,12 +6,9 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
     episodes = play(specs, policies, gen)               batched model calls (constrained / free)
     r_t      = payoff - illegal_penalty * [illegal]     learner turns only
     A_t      = estimator(turns); finalize (drop zero); normalize with all-reduced mean/std
-    for epoch in ppo_epochs: for minibatch in shuffled split of the turns into `minibatches`:
-        micro-steps of <= micro_batch_turns turns (the same count on every rank: empty ones
-        backpropagate a zero loss); each scaled by n_micro / (n_minibatch / world_size) so the
-        gradient is the mean over the minibatch's turns on all ranks ("dapo": num_items instead)
-        + auxiliary objectives (weights from the config) on this rank's played transcripts
-        clip the gradient norm; optimizer step
+    optimize_update(...)                                ppo_epochs x minibatches optimizer steps of
+                                                        the RL objective (+ auxiliary objectives on
+                                                        the played transcripts): selfplay/update.py
     every pool.snapshot_every: snapshot;  stage ends by until_update / until_metric;
     every eval.every: matches vs bots by seat, optimal-move rate, exploitability, ratings;
     every run.checkpoint_every (and at the end, and on SIGINT/SIGTERM): a checkpoint.
@@ -25,10 +22,8 @@ in eval mode (no dropout) so training forwards see what sampling saw. Test-only 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import math
 import os
 import random
 import time
@@ -42,22 +37,22 @@ from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import build_objectives
 from stlm_selfplay.objectives.registry import ObjectiveSet
-from stlm_selfplay.objectives.rl import policy_logprobs
+from stlm_selfplay.objectives.rl import is_rl
 from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
                                 save_config)
 from stlm_selfplay.selfplay import ratings as R
-from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, shaped_reward
-from stlm_selfplay.selfplay.batch import _pack, turns_to_batch
-from stlm_selfplay.selfplay.config import RL_OBJECTIVES, SelfPlayConfig, check_selfplay
-from stlm_selfplay.selfplay.evaluate import SCORE, evaluate_model, kuhn_metrics, kuhn_table, match_results
+from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
+from stlm_selfplay.selfplay.config import SelfPlayConfig, check_selfplay, eval_games as eval_games_of
+from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
 from stlm_selfplay.selfplay.rollout import play
+from stlm_selfplay.selfplay.update import Learner, optimize_update
 from stlm_selfplay.train import distributed as D
-from stlm_selfplay.train.checkpoint import (capture_rng_state, load_model_weights, load_trainer_state,
+from stlm_selfplay.train.checkpoint import (capture_rng_state, load_trainer_state,
                                             restore_rng_state, save_checkpoint)
 from stlm_selfplay.train.metrics import MetricsLogger, progress_bar, summary_table, truncate_metrics
-from stlm_selfplay.train.optim import build_optimizer, lr_factor, set_lr
+from stlm_selfplay.train.optim import build_optimizer
 from stlm_selfplay.train.signals import install_stop_handlers
 
 FAULT_ENV = "STLM_FAULT_SELFPLAY_UPDATE"
@@ -86,33 +81,9 @@ def rollout_routing(model) -> dict:
 def split_objectives(specs) -> tuple[torch.nn.Module, ObjectiveSet | None]:
     """(the RL objective, the auxiliary objectives with their weights or None)."""
     pairs = list(zip(build_objectives(specs).objectives, build_objectives(specs).weights))
-    rl = [o for o, _ in pairs if o.name in RL_OBJECTIVES][0]
-    aux = [(o, w) for o, w in pairs if o.name not in RL_OBJECTIVES]
+    rl = [o for o, _ in pairs if is_rl(o)][0]
+    aux = [(o, w) for o, w in pairs if not is_rl(o)]
     return rl, ObjectiveSet(aux) if aux else None
-
-
-def global_normalize(adv: np.ndarray, keep: np.ndarray, device: torch.device, eps: float = 1e-8) -> np.ndarray:
-    """A <- (A - mean) / (std + eps) over the kept turns of ALL ranks (finalize's rule, all-reduced)."""
-    kept = adv[keep].astype(np.float64)
-    sums = D.all_reduce_sum(torch.tensor([kept.sum(), (kept ** 2).sum(), len(kept)], dtype=torch.float64, device=device))
-    total, squares, n = (float(x) for x in sums)
-    if n == 0:
-        return adv
-    mean = total / n
-    std = math.sqrt(max(squares / n - mean * mean, 0.0))
-    out = adv.astype(np.float64).copy()
-    out[keep] = (kept - mean) / (std + eps)
-    return out.astype(np.float32)
-
-
-def transcript_batch(episodes, max_len: int):
-    """Auxiliary-objective batch: each played game as its transcript bytes (prompt + action per
-    line), right-padded, every byte a target (the last `max_len` bytes of long games)."""
-    from stlm_selfplay.objectives import Batch
-
-    rows = [(b"", b"".join(p + a + b"\n" for _, p, a in e.transcript)[-max_len:]) for e in episodes]
-    ids, attn, loss = _pack(rows)
-    return Batch(ids, attention_mask=attn, loss_mask=attn.float())
 
 
 def learner_scores(episodes) -> dict[str, tuple[float, int]]:
@@ -171,10 +142,10 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     gen = RolloutRandom(derive_seed(seed, "rollout", rank))  # model sampling and bots
     opponent_rng = random.Random(derive_seed(seed, "opponents", rank))  # opponent mix and pool draws
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle", rank))  # minibatch order
-    eval_games = sp.eval.games or list(dict.fromkeys(g for s in sp.stages for g in s.games))
+    eval_games = eval_games_of(sp)
     update, stage_index, last_eval = 0, 0, {}
     rating_results: list = []  # (game, a, b, score of a) from every evaluation so far
-    kuhn_tables: list = []  # the learner's Kuhn policy table at each snapshot (average policy)
+    exact_history: dict = {}  # game -> what its exact metric keeps of each snapshot (Kuhn: the policy table)
     if resume_from is not None:
         state = load_trainer_state(resume_from)
         if state.get("games_per_update") != sp.games_per_update or state.get("world_size") != world:
@@ -183,7 +154,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         optimizer.load_state_dict(state["optimizer"])
         pool.load_state_dict(state["pool"], model)
         update, stage_index, last_eval = state["update"], state["stage"], state["last_eval"]
-        rating_results, kuhn_tables = [tuple(r) for r in state["ratings"]], state["kuhn_tables"]
+        rating_results, exact_history = [tuple(r) for r in state["ratings"]], state["exact_history"]
         mine = state["ranks"][rank]
         restore_rng_state(mine["rng"], {"rollout": gen.torch, "shuffle": shuffle})
         gen.py.setstate(mine["rollout_py"])
@@ -208,16 +179,17 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     routing = rollout_routing(model)
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    learner = Learner(model, train_model, optimizer, schedule, rl_objective, aux_objectives, reference, routing)
     if dist.is_main:
         where = f"resuming from {resume_from}" if resume_from is not None else f"from {sp.init_from or 'a fresh model'}"
         print(f"selfplay {run_dir}: {model.num_parameters():,} parameters, {sp.games_per_update} games per update, "
               f"{world} process(es) on {device}; {where}")
 
-    def evaluate(update: int) -> dict:
+    def evaluate_now(update: int) -> dict:
         """Rank 0 evaluates; every rank gets the metrics (stage thresholds)."""
         metrics: dict = {}
         if dist.is_main:
-            metrics = run_evaluation(model, cfg, eval_games, update, pool, rating_results, kuhn_tables, run_dir,
+            metrics = run_evaluation(model, cfg, eval_games, update, pool, rating_results, exact_history, run_dir,
                                      sp.stages[stage_index].mode)
             logger.log(update, "eval", metrics)
             shown = {k: v for k, v in metrics.items() if k.endswith(("/win_rate", "optimal_rate", "exploitability"))
@@ -231,7 +203,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                       "advantages": plain(estimator.state_dict())})
         if dist.is_main:
             state = {"update": update, "stage": stage_index, "optimizer": optimizer.state_dict(), "ranks": ranks,
-                     "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "kuhn_tables": kuhn_tables,
+                     "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "exact_history": exact_history,
                      "last_eval": {k: float(v) for k, v in last_eval.items() if isinstance(v, (int, float))},
                      "games_per_update": sp.games_per_update, "world_size": world,
                      "reference": None if reference is None else {k: v.detach().cpu().clone()
@@ -247,7 +219,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     last_train: dict = {}
     try:
         if update == 0 and resume_from is None and end_update > 0:
-            last_eval = evaluate(0)
+            last_eval = evaluate_now(0)
         while update < end_update:
             t0 = time.perf_counter()
             stage = sp.stages[stage_index]
@@ -268,66 +240,15 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                 adv = global_normalize(adv, keep, device)
             kept = np.flatnonzero(keep)
             # -- 3. optimize: ppo_epochs x minibatches optimizer steps of accumulated micro-steps
-            sums: dict[str, float] = {}
-            step = update * steps_per_update  # optimizer steps so far (the lr schedule's clock)
-            for epoch in range(sp.ppo_epochs):
-                order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
-                for minibatch in np.array_split(order, sp.minibatches):
-                    set_lr(optimizer, lr_factor(step, schedule))
-                    # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
-                    n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
-                        [len(minibatch), len(minibatch) if stage.mode == "constrained" else
-                         sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64, device=device)))
-                    n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
-                    micro_steps = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
-                    if aux_objectives is not None:
-                        micro_steps = ["aux"] + micro_steps
-                    for k, part in enumerate(micro_steps):
-                        last = k == len(micro_steps) - 1
-                        sync = train_model.no_sync() if dist.enabled and not last else contextlib.nullcontext()
-                        with sync:
-                            if isinstance(part, str):  # auxiliary objectives on this rank's transcripts
-                                batch = transcript_batch(episodes, model.config.max_seq_len)
-                                batch.step, batch.total_steps = step, schedule.steps
-                                out = aux_objectives(train_model(batch.input_ids.to(device),
-                                                                 attention_mask=batch.attention_mask.to(device),
-                                                                 **routing, **aux_objectives.model_kwargs(batch)), batch)
-                                loss, prefix = out.loss, "aux/"
-                            elif len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
-                                ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
-                                loss, out, prefix = train_model(ids, **routing).logits.sum() * 0.0, None, ""
-                            else:
-                                part_turns = [turns[i] for i in part]
-                                batch = turns_to_batch(part_turns, torch.as_tensor(adv[part]), stage.temperature,
-                                                       step=step, total_steps=schedule.steps)
-                                # summed micro-steps (averaged by DDP) = the mean over the minibatch's turns
-                                batch.extras["num_items"] = n_tokens / world  # dapo's denominator
-                                dapo = getattr(rl_objective.options, "loss_type", "") == "dapo"
-                                scale = 1.0 if dapo else len(part) / (n_global / world)  # grpo, dr_grpo
-                                ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
-                                if reference is not None:
-                                    with torch.no_grad():
-                                        batch.ref_logprobs = policy_logprobs(reference(ids, attention_mask=attn), batch)[0]
-                                out = rl_objective(train_model(ids, attention_mask=attn, **routing), batch)
-                                loss, prefix = out.loss * scale, f"{rl_objective.name}/"
-                            loss.backward()
-                        if out is not None:
-                            for name, value in out.metrics.items():
-                                sums[prefix + name] = sums.get(prefix + name, 0.0) + value
-                                sums["_n/" + prefix + name] = sums.get("_n/" + prefix + name, 0.0) + 1
-                    if sp.grad_clip > 0:
-                        sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), sp.grad_clip))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
+            sums = optimize_update(learner, sp, stage, turns, adv, kept, episodes, update * steps_per_update, shuffle,
+                                   device, dist)
             update += 1
             # -- 4. pool, metrics, curriculum, evaluation, checkpoint
             scores = merge_scores(D.all_gather_objects(learner_scores(episodes)))
             pool.record({k: v for k, v in scores.items() if k.startswith(POOL_PREFIX)})
             if update % sp.pool.snapshot_every == 0:
                 pool.add(model, update)
-                if "kuhn_poker" in eval_games and sp.eval.exploitability:
-                    kuhn_tables.append(kuhn_table(model))
+                record_snapshot(model, eval_games, sp.eval, exact_history)
             elapsed = time.perf_counter() - t0
             metrics = {k: v / sums["_n/" + k] for k, v in sums.items() if "_n/" + k in sums}
             metrics.update(update_metrics(episodes, turns, reward, adv, keep, scores, world, device))
@@ -342,7 +263,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             stopping = D.any_rank(stop.requested, device)
             finished = update == end_update or stopping
             if (sp.eval.every and update % sp.eval.every == 0) or (update == sp.updates):
-                last_eval = evaluate(update)
+                last_eval = evaluate_now(update)
             if stage_index < len(sp.stages) - 1 and stage_done(sp.stages[stage_index], update, last_eval):
                 stage_index += 1
                 if dist.is_main:
@@ -415,17 +336,15 @@ def update_metrics(episodes, turns, reward, adv, keep, scores, world: int, devic
 
 
 def run_evaluation(model, cfg: RootConfig, games: list[str], update: int, pool: Pool, rating_results: list,
-                   kuhn_tables: list, run_dir: Path, stage_mode: str) -> dict:
+                   exact_history: dict, run_dir: Path, stage_mode: str) -> dict:
     """Matches vs bots by seat, optimal-move rate, exploitability and ratings (rank 0)."""
     ev = cfg.selfplay.eval
     mode = ev.mode or stage_mode
     name = f"step_{update}"
     seed = derive_seed(cfg.run.seed, "eval")  # the same games at every evaluation: paired comparisons
     started = time.perf_counter()
-    metrics, results = evaluate_model(model, games, ev.bots, ev.episodes, seed, mode, ev.temperature, ev.optimal_rate,
-                                      name=name)
-    if "kuhn_poker" in games and ev.exploitability:
-        metrics.update(kuhn_metrics(model, kuhn_tables)[0])
+    evaluation = evaluate(model, games, ev, seed, mode, name=name, history=exact_history)
+    metrics, results = evaluation.metrics, evaluation.results
     if ev.ratings and results:
         rating_results.extend((g, a, b, s) for g, (a, b, s) in results)
         player = ModelPolicy(model, name=name, mode=mode, temperature=ev.temperature)

@@ -5,11 +5,8 @@ snapshot taken after N updates) and `<game>/<bot>` (a scripted player, e.g. `tic
 
 Each game of an update draws its opponent from the stage's mix {self, pool, <bot>: weight}:
     self:   the learner fills every seat (every seat's turns train)
-    pool:   a snapshot drawn by the pool sampler (registry `POOL_SAMPLERS`, key pool.sampling):
-              uniform:      w_i = 1
-              latest:       w_i = latest_decay ** (age_i),   age 0 = the newest snapshot
-              prioritized:  w_i = (1 - s_i) ** priority_power + 1e-3,   s_i = EMA of the learner's
-                            score (win 1, draw 1/2, loss 0) against snapshot i (prior 1/2): PFSP
+    pool:   a snapshot drawn by the pool sampler (`POOL_SAMPLERS`, key pool.sampling; the
+            weights are in selfplay/pool_sampling.py: uniform, latest, prioritized (PFSP))
     <bot>:  a scripted player of the game
 The learner takes seat (group index) mod players, so it plays every seat equally often.
 """
@@ -19,13 +16,12 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from stlm_selfplay.envs.base import derive_seed
-from stlm_selfplay.errors import unknown_name
 from stlm_selfplay.selfplay.config import PoolConfig, StageConfig
+from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
 from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy
 from stlm_selfplay.selfplay.rollout import EpisodeSpec
 
@@ -39,24 +35,6 @@ class Snapshot:
     update: int  # updates done when it was taken
     model: torch.nn.Module  # frozen copy (eval mode, no gradients)
     score: float = 0.5  # EMA of the learner's score against it (prioritized sampling)
-
-
-def _uniform(pool: "Pool") -> list[float]:
-    return [1.0] * len(pool.snapshots)
-
-
-def _latest(pool: "Pool") -> list[float]:
-    n = len(pool.snapshots)
-    return [pool.cfg.latest_decay ** (n - 1 - i) for i in range(n)]
-
-
-def _prioritized(pool: "Pool") -> list[float]:
-    return [(1.0 - s.score) ** pool.cfg.priority_power + 1e-3 for s in pool.snapshots]
-
-
-POOL_SAMPLERS: dict[str, Callable[["Pool"], list[float]]] = {
-    "uniform": _uniform, "latest": _latest, "prioritized": _prioritized,
-}
 
 
 @dataclass
@@ -74,9 +52,7 @@ class Pool:
         return snap
 
     def sample(self, rng: random.Random) -> str:
-        if self.cfg.sampling not in POOL_SAMPLERS:
-            raise unknown_name("pool sampling", self.cfg.sampling, POOL_SAMPLERS)
-        weights = POOL_SAMPLERS[self.cfg.sampling](self)
+        weights = POOL_SAMPLERS.get(self.cfg.sampling)(self)
         return rng.choices([s.name for s in self.snapshots], weights=weights)[0]
 
     def record(self, scores: dict[str, tuple[float, int]]) -> None:

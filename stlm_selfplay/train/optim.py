@@ -95,6 +95,9 @@ def build_optimizer(model: nn.Module, cfg, device: torch.device) -> OptimizerLis
     return OptimizerList(optimizers)
 
 
+LR_SCHEDULES = ("cosine", "linear", "wsd", "constant")  # the `kind`s lr_factor knows (module doc)
+
+
 def lr_factor(step: int, cfg) -> float:
     """Multiplier of the peak learning rate at optimizer step `step` (0-based); see module doc."""
     if step < cfg.warmup_steps:

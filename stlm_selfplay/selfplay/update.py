@@ -1,0 +1,128 @@
+"""One self-play update's optimisation, whole: `optimize_update` (CleanRL style).
+
+Given the learner's kept turns and their advantages A (after `finalize` / `global_normalize`):
+
+    for epoch in ppo_epochs:
+        for minibatch in a shuffled split of the kept turns into `minibatches`:
+            lr = peak_lr * lr_factor(step)
+            [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
+            [rl]    micro-steps of <= micro_batch_turns turns, the same count on every rank (an
+                    empty one backpropagates a zero loss, so DDP's all-reduces line up); each RL
+                    loss is scaled by n_part / (n_minibatch / world_size), so that the summed
+                    micro-steps, averaged by DDP, are the mean over the minibatch's turns on all
+                    ranks ("dapo": instead batch.extras["num_items"] = action tokens / world_size)
+            clip the global gradient norm; optimizer step;  step += 1
+
+DDP synchronises gradients only in the last micro-step of each optimizer step (`no_sync` before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from stlm_selfplay.config import ScheduleConfig
+from stlm_selfplay.objectives.registry import ObjectiveSet
+from stlm_selfplay.objectives.rl import policy_logprobs
+from stlm_selfplay.selfplay.batch import transcript_batch, turns_to_batch
+from stlm_selfplay.train import distributed as D
+from stlm_selfplay.train.optim import lr_factor, set_lr
+
+
+@dataclass
+class Learner:
+    """What an update trains, and with what."""
+
+    model: torch.nn.Module  # the learner
+    train_model: torch.nn.Module  # the learner, DDP-wrapped when distributed (forwards go through it)
+    optimizer: torch.optim.Optimizer
+    schedule: ScheduleConfig  # the lr schedule over the run's optimizer steps
+    rl: torch.nn.Module  # the RL objective
+    aux: ObjectiveSet | None  # the auxiliary objectives with their weights, or None
+    reference: torch.nn.Module | None  # the frozen KL reference policy (objectives with beta != 0)
+    routing: dict  # forward kwargs that make training forwards route as sampling did
+
+
+def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, kept: np.ndarray, episodes,
+                    step: int, shuffle: torch.Generator, device: torch.device, dist: D.DistInfo) -> dict[str, float]:
+    """`ppo_epochs x minibatches` optimizer steps on the kept turns (module docstring), starting at
+    optimizer step `step`; returns the summed metrics (`<prefix><name>` with counts `_n/...`) and
+    `grad_norm` of the last step."""
+    sums: dict[str, float] = {}
+    for _ in range(sp.ppo_epochs):
+        order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
+        for minibatch in np.array_split(order, sp.minibatches):
+            set_lr(learner.optimizer, lr_factor(step, learner.schedule))
+            # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
+            n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
+                [len(minibatch), len(minibatch) if stage.mode == "constrained" else
+                 sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64, device=device)))
+            n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
+            parts = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
+            backwards = len(parts) + (learner.aux is not None)
+            if learner.aux is not None:
+                with _sync_on_last(learner, dist, 0, backwards):
+                    out = aux_loss(learner, episodes, step, device)
+                    out.loss.backward()
+                _add(sums, "aux/", out.metrics)
+            for k, part in enumerate(parts, start=backwards - len(parts)):
+                with _sync_on_last(learner, dist, k, backwards):
+                    if len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
+                        zero_loss(learner, device).backward()
+                        continue
+                    loss, out = rl_loss(learner, [turns[i] for i in part], adv[part], stage.temperature, step,
+                                        n_global / dist.world_size, n_tokens / dist.world_size, device)
+                    loss.backward()
+                _add(sums, f"{learner.rl.name}/", out.metrics)
+            if sp.grad_clip > 0:
+                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(learner.model.parameters(), sp.grad_clip))
+            learner.optimizer.step()
+            learner.optimizer.zero_grad(set_to_none=True)
+            step += 1
+    return sums
+
+
+def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: float, step: int,
+            turns_per_rank: float, tokens_per_rank: float, device: torch.device):
+    """(scaled loss, objective output) of the RL objective on one micro-step's turns."""
+    batch = turns_to_batch(part, torch.as_tensor(adv), temperature, step=step, total_steps=learner.schedule.steps)
+    batch.extras["num_items"] = tokens_per_rank  # dapo's denominator
+    dapo = getattr(learner.rl.options, "loss_type", "") == "dapo"
+    scale = 1.0 if dapo else len(part) / turns_per_rank  # grpo, dr_grpo: the minibatch mean
+    ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
+    if learner.reference is not None:
+        with torch.no_grad():
+            batch.ref_logprobs = policy_logprobs(learner.reference(ids, attention_mask=attn), batch)[0]
+    out = learner.rl(learner.train_model(ids, attention_mask=attn, **learner.routing), batch)
+    return out.loss * scale, out
+
+
+def aux_loss(learner: Learner, episodes, step: int, device: torch.device):
+    """The auxiliary objectives' output on this rank's played games as transcripts."""
+    batch = transcript_batch(episodes, learner.model.config.max_seq_len)
+    batch.step, batch.total_steps = step, learner.schedule.steps
+    return learner.aux(learner.train_model(batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                                           **learner.routing, **learner.aux.model_kwargs(batch)), batch)
+
+
+def zero_loss(learner: Learner, device: torch.device) -> torch.Tensor:
+    """A loss of exactly 0 through the whole model (an empty micro-step's backward under DDP)."""
+    ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
+    return learner.train_model(ids, **learner.routing).logits.sum() * 0.0
+
+
+def _sync_on_last(learner: Learner, dist: D.DistInfo, k: int, backwards: int):
+    """DDP's `no_sync` for every backward of an optimizer step but the last."""
+    last = k == backwards - 1
+    return learner.train_model.no_sync() if dist.enabled and not last else contextlib.nullcontext()
+
+
+def _add(sums: dict[str, float], prefix: str, metrics: dict[str, Any]) -> None:
+    for name, value in metrics.items():
+        sums[prefix + name] = sums.get(prefix + name, 0.0) + value
+        sums["_n/" + prefix + name] = sums.get("_n/" + prefix + name, 0.0) + 1
