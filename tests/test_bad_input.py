@@ -184,3 +184,14 @@ def test_fuzz_play_input_lines_exit_0_or_2(model_dir, capsys, monkeypatch):
         codes.append(_exit_code(["play", str(model_dir), "--game", "tictactoe"], capsys))
         capsys.readouterr()
     assert set(codes) <= {0, 2} and codes.count(2) > 100 and codes.count(0) > 100, sorted(set(codes))
+
+
+def test_cut_off_last_metrics_line_is_skipped_and_truncation_removes_it(tmp_path, capsys):
+    from stlm_selfplay.train.metrics import read_metrics, truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "kind": "train", "loss": 2.0}\n{"step": 2, "kind": "train", "loss": 1.5}\n{"step": 3, "ki')
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    assert "cut-off last line" in capsys.readouterr().err
+    truncate_metrics(path, 1)
+    assert path.read_text() == '{"step": 1, "kind": "train", "loss": 2.0}\n'

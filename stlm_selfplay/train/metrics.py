@@ -17,22 +17,40 @@ from stlm_selfplay.io import write_text_atomic
 from stlm_selfplay.runs import METRICS_FILE
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file. A cut-off last line (a kill during a write) is skipped with a
+    one-line warning on stderr; a bad line elsewhere is an error (the file is damaged)."""
+    import sys
+
+    from stlm_selfplay.errors import UserError
+
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                print(f"warning: skipping the cut-off last line of {path}", file=sys.stderr)
+                break
+            raise UserError(f"'{path}' line {i + 1} is not JSON; the file is damaged (fix or delete that line)") from None
+    return rows
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only the lines with step <= last_step (atomically)."""
+    """Keep only the rows with step <= last_step (atomically); a cut-off last line is dropped."""
     path = Path(path)
     if not path.is_file():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    kept = [row for row in read_jsonl(path) if row.get("step", 0) <= last_step]
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
 
 
 def read_metrics(path: Path, kind: str | None = None) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
+    return [r for r in read_jsonl(path) if kind is None or r.get("kind") == kind]
 
 
 class MetricsLogger:
