@@ -29,6 +29,7 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_envs": {"game"},
     "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
     "bench_model": {"what", "bytes_per_s"},
+    "bench_supervised": {"variant", "params", "steps", "steps_per_cpu_s", "final_digit_rate", "exact_rate"},
 }
 RATIO_KEYS = {  # same-run ratios the benchmark reports
     "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
@@ -39,6 +40,7 @@ EXTRA_KEYS = {  # top-level keys beyond the shared ones
     "bench_rollout": {"params", "seed"},
     "bench_selfplay": {"final_vs_minimax", "seed", "minutes"},
     "bench_gpu": {"dry_run", "peak_flops"},
+    "bench_supervised": {"seconds", "curves"},
 }
 
 
