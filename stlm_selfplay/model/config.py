@@ -19,6 +19,7 @@ from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 PATCHINGS = ("fixed", "dynamic")
 POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
+MLPS = ("swiglu", "relu2")
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 PRESETS = ("tiny", "stlm-10m", "stlm-50m", "stlm-100m")
 
@@ -33,7 +34,8 @@ class STLMConfig(PreTrainedConfig):
     n_layers: int = 4  # trunk transformer blocks
     n_heads: int = 4  # trunk query heads; d_model % n_heads == 0
     n_kv_heads: int = 2  # trunk key/value heads (grouped-query attention); divides n_heads
-    d_ff: int = 688  # trunk SwiGLU hidden width
+    d_ff: int = 688  # trunk FFN hidden width
+    mlp: str = "swiglu"  # FFN of every block: swiglu, W_d(silu(W_g x) * W_u x); relu2, W_d relu(W_u x)^2 (modded-nanogpt)
     qk_norm: bool = False  # RMSNorm on queries and keys per head (trunk and local layers)
     share_ffn: bool = False  # one SwiGLU shared by all trunk layers, plus a per-layer LoRA
     lora_rank: int = 8  # rank of the per-layer LoRA on the shared FFN (used when share_ffn)
@@ -51,6 +53,8 @@ class STLMConfig(PreTrainedConfig):
     local_heads: int = 4  # attention heads of local blocks; d_local % local_heads == 0
     local_d_ff: int = 0  # local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8
     pooling: str = "mean"  # patch vector from its bytes: mean, or attention (learned query)
+    ngram_max: int = 0  # hashed byte n-gram embeddings (BLT) for n = 3..ngram_max added in the local encoder; 0 = off
+    ngram_buckets: int = 4096  # rows of each n-gram hash table (model/ngrams.py); used when ngram_max >= 3
     tie_embeddings: bool = True  # byte output head shares the byte embedding matrix
     # --- extra outputs for objectives ---
     mtp_heads: int = 0  # multi-byte prediction heads (objective `mtp`): head i conditions patch k+1+i on state k
@@ -65,6 +69,8 @@ class STLMConfig(PreTrainedConfig):
     layer_dropout: float = 0.0  # p_max of LayerSkip layer dropout in training: p_l = S(t) D(l) p_max (modeling.layer_dropout_rates); 0 = off
     norm_eps: float = 1e-5  # RMSNorm epsilon
     initializer_range: float = 0.02  # std of the normal weight init
+    zero_init_proj: bool = False  # attention output and FFN down projections of every block start at zero (modded-nanogpt)
+    logit_softcap: float = 0.0  # c > 0: byte logits z -> c tanh(z / c) (Gemma 2, modded-nanogpt); 0 = off
     # --- vocabulary (fixed by the byte tokenizer) ---
     vocab_size: int = VOCAB_SIZE  # 256 bytes + pad, bos, eos
     pad_token_id: int = PAD_ID
@@ -119,6 +125,13 @@ class STLMConfig(PreTrainedConfig):
         need((self.d_local // self.local_heads) % 2 == 0, "local_heads", "a value giving an even head size (RoPE)")
         need(self.patching in PATCHINGS, "patching", " | ".join(PATCHINGS))
         need(self.pooling in POOLINGS, "pooling", " | ".join(POOLINGS))
+        need(self.mlp in MLPS, "mlp", " | ".join(MLPS))
+        need(self.mlp == "swiglu" or not self.share_ffn, "mlp", "swiglu when share_ffn (the LoRA adapts a SwiGLU)")
+        need(isinstance(self.ngram_max, int) and (self.ngram_max == 0 or 3 <= self.ngram_max <= 16), "ngram_max",
+             "0 (off) or an integer in [3, 16]")
+        need(isinstance(self.ngram_buckets, int) and self.ngram_buckets >= 1, "ngram_buckets", "an integer >= 1")
+        need(isinstance(self.zero_init_proj, bool), "zero_init_proj", "true | false")
+        need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
         need(isinstance(self.patch_size, int) and self.patch_size >= 1, "patch_size", "an integer >= 1")
         need(isinstance(self.max_patch_size, int) and self.max_patch_size >= 1, "max_patch_size", "an integer >= 1")
         need(isinstance(self.min_patch_size, int) and 1 <= self.min_patch_size <= self.max_patch_size,

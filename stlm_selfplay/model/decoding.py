@@ -10,7 +10,10 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
 - it ends the patch: encode the patch, one trunk step (cache), new condition, and a new window
   [previous patch, new byte] run through the decoder from slot 0 (Pm + 1 slots).
 
-The logits equal those of a full forward pass over the same bytes (tested).
+The logits equal those of a full forward pass over the same bytes (tested). With hashed n-gram
+embeddings (`ngrams.py`) each row also keeps its last ngram_max - 1 ids (`ngram_tail`) and the
+n-gram buckets of its current patch's bytes (`ngram_buf`), computed by the same function as in
+training when each byte arrives.
 
 `layers` (a range of trunk layers, e.g. range(E + 1) for an early exit at layer E) runs only
 those trunk layers when a patch closes; `trunk_out` keeps the last closed patch's trunk output
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from stlm_selfplay.model.layers import CacheStep
+from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
 from stlm_selfplay.model.patching import ends_patch, make_layout
 from stlm_selfplay.model.tokenizer import PAD_ID
 
@@ -41,7 +45,7 @@ def right_padded(rows: list[list[int]], device) -> torch.Tensor:
 class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
-    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "logits")
+    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "logits")
 
     def __init__(self, model, rows: list[list[int]], layers: range | None = None):
         self.model, config = model, model.config
@@ -58,7 +62,7 @@ class DecodeState:
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         if ids.shape[1]:
-            patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
+            patches = model.encode_layout(layout)
             n = patches.shape[1]
             step = CacheStep(None, torch.zeros(batch, dtype=torch.long, device=device), n)
             state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step,
@@ -73,10 +77,34 @@ class DecodeState:
             enc_ids = F.pad(enc_ids, (0, 0, 0, int(m.max()) + 1 - enc_ids.shape[1]), value=PAD_ID)
         self.n_done = m.clone()
         self.patch_len = (lengths - torch.where(m > 0, self._patch_starts(layout, m), 0)).long()
-        self.patch_buf = torch.where(
-            torch.arange(pm, device=device)[None] < self.patch_len[:, None], enc_ids[ar, m], PAD_ID)
+        in_patch = torch.arange(pm, device=device)[None] < self.patch_len[:, None]
+        self.patch_buf = torch.where(in_patch, enc_ids[ar, m], PAD_ID)
+        self._init_ngrams(ids, lengths, layout, m, in_patch)
         slot = pm + self.patch_len
         self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), 2 * pm, slot)
+
+    def _init_ngrams(self, ids, lengths, layout, m, in_patch) -> None:
+        """ngram_tail [B, N-1]: each row's last N-1 ids (BEFORE where the row is shorter);
+        ngram_buf [B, Pm, K]: the current patch's buckets (0 in empty slots). K = 0 when off."""
+        config, batch = self.model.config, ids.shape[0]
+        k, self.max_n = len(ngram_sizes(config)), config.ngram_max
+        width = max(self.max_n - 1, 0)
+        padded = torch.cat([torch.full((batch, width), BEFORE, dtype=torch.long, device=ids.device), ids], dim=1)
+        idx = lengths[:, None] + torch.arange(width, device=ids.device)[None]  # padded index of ids[L - width + i]
+        self.ngram_tail = padded.gather(1, idx)
+        self.ngram_buf = torch.zeros(batch, self.pm, k, dtype=torch.long, device=ids.device)
+        if k and layout.enc_ngrams is not None and layout.enc_ngrams.shape[1]:
+            grid = layout.enc_ngrams[torch.arange(batch, device=ids.device), m.clamp(max=layout.enc_ngrams.shape[1] - 1)]
+            self.ngram_buf = torch.where(in_patch[..., None], grid, 0)
+
+    def _push_ngrams(self, tokens: torch.Tensor, ar: torch.Tensor) -> None:
+        """Buckets of the n-grams ending at the new bytes, written at their patch slots."""
+        if not self.ngram_buf.shape[-1]:
+            return
+        history = torch.cat([self.ngram_tail, tokens[:, None]], dim=1)
+        buckets = ngram_buckets(history, self.max_n, self.model.config.ngram_buckets)[:, 0]
+        self.ngram_buf[ar, self.patch_len.clamp(max=self.pm - 1)] = buckets
+        self.ngram_tail = history[:, 1:]
 
     @staticmethod
     def _patch_starts(layout, m: torch.Tensor) -> torch.Tensor:
@@ -106,6 +134,7 @@ class DecodeState:
         tokens = tokens.to(self.cond.device).long()
         ar = torch.arange(tokens.shape[0], device=tokens.device)
         self.patch_buf[ar, self.patch_len.clamp(max=pm - 1)] = tokens
+        self._push_ngrams(tokens, ar)
         self.patch_len = self.patch_len + 1
         if self.fixed:
             done = self.patch_len >= pm
@@ -133,7 +162,8 @@ class DecodeState:
         lens = self.patch_len[rows]
         buf = self.patch_buf[rows]
         valid = torch.arange(pm, device=rows.device)[None] < lens[:, None]
-        patch = model.encode_patches(buf[:, None], valid[:, None])  # [s, 1, d_model]
+        ngrams = self.ngram_buf[rows][:, None] if self.ngram_buf.shape[-1] else None
+        patch = model.encode_patches(buf[:, None], valid[:, None], ngrams)  # [s, 1, d_model]
         pos = self.n_done[rows]
         step = CacheStep(sel, pos, int(pos.max()) + 1)
         state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step, layers=self.layers)
@@ -149,6 +179,7 @@ class DecodeState:
         self.window[rows] = window
         self.patch_len[rows] = 0
         self.patch_buf[rows] = PAD_ID
+        self.ngram_buf[rows] = 0
         return self._open_window(sel, rows)
 
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:

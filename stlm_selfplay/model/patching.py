@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stlm_selfplay.model.ngrams import row_ngram_buckets
 from stlm_selfplay.model.tokenizer import BOS_ID, NUM_BYTES, PAD_ID, VOCAB_SIZE
 
 _BOUNDARY = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
@@ -91,6 +92,7 @@ class PatchLayout:
     read_all: torch.Tensor  # [B, T+1] flat index into [N_dec * 2Pm] of the prediction of x[u]
     byte_patch: torch.Tensor  # [B, T+1] pid(u): patch of x[u] (aligned; u = T is the next byte)
     patch_ids: torch.Tensor  # [B, T] patch of each input byte (input coordinates), -1 for pads
+    enc_ngrams: torch.Tensor | None = None  # [B, N_enc, Pm, K] n-gram bucket ids of each patch byte (ngrams.py)
 
     @property
     def read_index(self) -> torch.Tensor:
@@ -130,6 +132,12 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
     enc_ids = enc_flat.view(batch, n_enc, pm)
     enc_valid = torch.zeros(batch, n_enc * pm, device=device, dtype=torch.bool).scatter(
         1, enc_pos, torch.ones_like(enc_pos, dtype=torch.bool)).view(batch, n_enc, pm)
+    enc_ngrams = None
+    if config.ngram_max:  # the n-gram buckets of x[t] go where x[t] goes; empty slots get bucket 0
+        hashes = row_ngram_buckets(ids, config.ngram_max, config.ngram_buckets)
+        k = hashes.shape[-1]
+        enc_ngrams = torch.zeros(batch, n_enc * pm, k, device=device, dtype=torch.long).scatter(
+            1, enc_pos[..., None].expand(-1, -1, k), hashes).view(batch, n_enc, pm, k)
     # decoder windows from x'[u], u <= T
     shifted = torch.cat([torch.full((batch, 1), BOS_ID, device=device, dtype=ids.dtype), ids], dim=1)
     width = 2 * pm
@@ -142,4 +150,5 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
     patch_ids = unalign(pid[:, :length].expand(batch, -1).contiguous(), offsets, fill=-1)
     if attention_mask is not None:
         patch_ids = patch_ids.masked_fill(attention_mask == 0, -1)
-    return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids)
+    return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids,
+                       enc_ngrams)

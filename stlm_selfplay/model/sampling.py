@@ -120,7 +120,7 @@ def next_byte_logits(model, ids: torch.Tensor, mask: torch.Tensor, layers: range
     next byte; the first real byte of a row is predicted from BOS alone. `layers`: the trunk
     layers to run (an early exit), all by default."""
     layout = make_layout(ids, mask, model.config)
-    patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
+    patches = model.encode_layout(layout)
     state, _ = model.trunk(patches, torch.arange(patches.shape[1], device=ids.device)[None], layers=layers)
     return model.logits_from_trunk(state, layout, include_first=True)
 
