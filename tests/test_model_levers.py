@@ -58,6 +58,8 @@ def _trained(**overrides) -> STLMForCausalLM:
     dict(ngram_max=8, ngram_buckets=512),
     dict(ngram_max=6, ngram_buckets=256, patching="dynamic"),
     dict(mlp="relu2", zero_init_proj=True, logit_softcap=15.0),
+    dict(decoder_context=False, ngram_max=4),
+    dict(decoder_context=False, patching="dynamic"),
 ])
 def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
@@ -84,6 +86,17 @@ def test_ngram_embeddings_change_the_patches_and_the_training_loss_uses_them():
     fresh = STLMForCausalLM(small_config(ngram_max=5, ngram_buckets=64))
     fresh(ids, labels=ids).loss.backward()
     assert fresh.ngram_embed.table.weight.grad.abs().sum() > 0
+
+
+def test_decoder_windows_without_context_hold_only_the_current_patch():
+    """x = "abcdefg", P = 4: windows of x' = [BOS] + x; without context window m is x'[4m..4m+3]."""
+    ids = torch.tensor([list(b"abcdefg")])
+    a = ord("a")
+    bos, pad = 257, 256
+    with_ctx = make_layout(ids, None, small_config()).dec_ids[0].tolist()
+    without = make_layout(ids, None, small_config(decoder_context=False)).dec_ids[0].tolist()
+    assert without == [[bos, a, a + 1, a + 2], [a + 3, a + 4, a + 5, a + 6]]
+    assert with_ctx == [[pad] * 4 + without[0], without[0] + without[1]]
 
 
 def test_relu2_zero_init_and_softcap_do_what_they_say():
@@ -114,6 +127,10 @@ def test_flops_per_byte_counts_each_option_by_hand():
     saved = 6 * 2 * 64 * 128 / 4 + 6 * 1 * 32 * f_local + 2 * 6 * 1 * 32 * f_local
     assert flops_per_byte(small_config(mlp="relu2")) == pytest.approx(f0 - saved)
     assert flops_per_byte(small_config(zero_init_proj=True)) == f0
+    # no decoder context: one window slot per byte (not two), attention over 4 + 1 (not 8 + 1) slots
+    m_dec = 32 * 32 * 2 + 32 * 32 * 2 + 3 * 32 * f_local  # wq + wkv (2 kv heads of 16 = 32) + wo + SwiGLU
+    dec = lambda slots_per_byte, w: slots_per_byte * (6 * m_dec + 6 * 32 * (w + 1))
+    assert flops_per_byte(small_config(decoder_context=False)) == pytest.approx(f0 - dec(2, 8) + dec(1, 4))
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -50,6 +50,7 @@ class STLMConfig(PreTrainedConfig):
     d_local: int = 128  # width of byte embedding, local encoder and decoder (== d_model for a plain GPT)
     n_local_encoder_layers: int = 1  # causal transformer blocks inside each patch before pooling
     n_local_decoder_layers: int = 1  # causal blocks over [previous patch, current patch] bytes
+    decoder_context: bool = True  # decoder windows start with the previous patch's bytes; false: current patch only (half the slots)
     local_heads: int = 4  # attention heads of local blocks; d_local % local_heads == 0
     local_d_ff: int = 0  # local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8
     pooling: str = "mean"  # patch vector from its bytes: mean, or attention (learned query)
@@ -87,6 +88,16 @@ class STLMConfig(PreTrainedConfig):
     def max_patch(self) -> int:
         """The longest patch: patch_size (fixed) or max_patch_size (dynamic)."""
         return self.patch_size if self.patching == "fixed" else self.max_patch_size
+
+    @property
+    def dec_context(self) -> int:
+        """Slots of a decoder window before the current patch: max_patch (decoder_context) or 0."""
+        return self.max_patch if self.decoder_context else 0
+
+    @property
+    def dec_window(self) -> int:
+        """Slots of a decoder window: dec_context + max_patch."""
+        return self.dec_context + self.max_patch
 
     @property
     def max_patches(self) -> int:
@@ -131,6 +142,7 @@ class STLMConfig(PreTrainedConfig):
              "0 (off) or an integer in [3, 16]")
         need(isinstance(self.ngram_buckets, int) and self.ngram_buckets >= 1, "ngram_buckets", "an integer >= 1")
         need(isinstance(self.zero_init_proj, bool), "zero_init_proj", "true | false")
+        need(isinstance(self.decoder_context, bool), "decoder_context", "true | false")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
         need(isinstance(self.patch_size, int) and self.patch_size >= 1, "patch_size", "an integer >= 1")
         need(isinstance(self.max_patch_size, int) and self.max_patch_size >= 1, "max_patch_size", "an integer >= 1")

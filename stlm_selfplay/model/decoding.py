@@ -8,7 +8,8 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
 
 - the byte does not end its patch: one decoder step at the next window slot (cache);
 - it ends the patch: encode the patch, one trunk step (cache), new condition, and a new window
-  [previous patch, new byte] run through the decoder from slot 0 (Pm + 1 slots).
+  [previous patch (C = Pm slots, or none without decoder_context), new byte] run through the
+  decoder from slot 0 (C + 1 slots).
 
 The logits equal those of a full forward pass over the same bytes (tested). With hashed n-gram
 embeddings (`ngrams.py`) each row also keeps its last ngram_max - 1 ids (`ngram_tail`) and the
@@ -51,6 +52,7 @@ class DecodeState:
         self.model, config = model, model.config
         self.layers, self.trunk_out = layers, None
         self.pm = pm = config.max_patch
+        self.ctx = ctx = config.dec_context  # window slots before the current patch (Pm or 0)
         self.fixed = config.patching == "fixed"
         device = model.device
         dtype = next(model.parameters()).dtype
@@ -71,7 +73,7 @@ class DecodeState:
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
         cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
         self.cond = cond[ar, m]
-        self.window = layout.dec_ids[ar, m].clone()  # [B, 2Pm]
+        self.window = layout.dec_ids[ar, m].clone()  # [B, C+Pm]
         enc_ids = layout.enc_ids
         if enc_ids.shape[1] <= int(m.max()):  # the next byte starts a patch beyond the grid
             enc_ids = F.pad(enc_ids, (0, 0, 0, int(m.max()) + 1 - enc_ids.shape[1]), value=PAD_ID)
@@ -80,8 +82,8 @@ class DecodeState:
         in_patch = torch.arange(pm, device=device)[None] < self.patch_len[:, None]
         self.patch_buf = torch.where(in_patch, enc_ids[ar, m], PAD_ID)
         self._init_ngrams(ids, lengths, layout, m, in_patch)
-        slot = pm + self.patch_len
-        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), 2 * pm, slot)
+        slot = ctx + self.patch_len
+        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
 
     def _init_ngrams(self, ids, lengths, layout, m, in_patch) -> None:
         """ngram_tail [B, N-1]: each row's last N-1 ids (BEFORE where the row is shorter);
@@ -146,7 +148,7 @@ class DecodeState:
             logits[rows] = self._close_patch(rows, tokens[rows])
         if not bool(done.all()):
             rows = ar[~done]
-            slot = pm + self.patch_len[rows]
+            slot = self.ctx + self.patch_len[rows]
             self.window[rows, slot] = tokens[rows]
             full = rows.shape[0] == tokens.shape[0]
             logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], slot,
@@ -170,12 +172,17 @@ class DecodeState:
         self.trunk_out = state[:, 0]
         self.cond[rows] = model.condition(state[:, 0])
         self.n_done[rows] = pos + 1
-        # new window: old current half (x' of the closed patch) right-aligned, then the new byte
-        j = torch.arange(2 * pm, device=rows.device)[None]
-        src = (j + lens[:, None]).clamp(max=2 * pm - 1)
+        # new window: old current half (x' of the closed patch) right-aligned (when the window
+        # has a context half), then the new byte
+        ctx = self.ctx
+        j = torch.arange(ctx + pm, device=rows.device)[None]
         old = self.window[rows]
-        window = torch.where(j < pm - lens[:, None], PAD_ID, old.gather(1, src))
-        window = torch.where(j == pm, tokens[:, None], torch.where(j > pm, PAD_ID, window))
+        if ctx:
+            src = (j + lens[:, None]).clamp(max=ctx + pm - 1)
+            window = torch.where(j < pm - lens[:, None], PAD_ID, old.gather(1, src))
+        else:
+            window = torch.full_like(old, PAD_ID)
+        window = torch.where(j == ctx, tokens[:, None], torch.where(j > ctx, PAD_ID, window))
         self.window[rows] = window
         self.patch_len[rows] = 0
         self.patch_buf[rows] = PAD_ID
@@ -183,10 +190,10 @@ class DecodeState:
         return self._open_window(sel, rows)
 
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
-        """Run slots 0..Pm of the rows' fresh windows (previous patch + first byte) through the
-        decoder from an empty cache; return the logits of the new patch's first target."""
-        zeros, pm = torch.zeros_like(rows), self.pm
-        return self._decode(sel, self.window[rows, : pm + 1], self.cond[rows], zeros, pm + 1, zeros + pm)
+        """Run slots 0..C of the rows' fresh windows (previous patch, if any, + first byte) through
+        the decoder from an empty cache; return the logits of the new patch's first target."""
+        zeros, ctx = torch.zeros_like(rows), self.ctx
+        return self._decode(sel, self.window[rows, : ctx + 1], self.cond[rows], zeros, ctx + 1, zeros + ctx)
 
     def reopen(self, cond: torch.Tensor) -> torch.Tensor:
         """At the start of a patch (patch_len == 0, every row): replace the decoder condition

@@ -9,7 +9,7 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
     F = sum_l c_l [6 M_l + 6 d_model (c_l N_p + 1)] / P       (trunk, once per patch)
       + 6 n_routed M_router / P                                (Mixture-of-Depths routers)
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
-      + 2 [6 M_dec + 6 n_dec d_local (2 P_max + 1)]            (decoder: 2 window slots per byte)
+      + (W / P_max) [6 M_dec + 6 n_dec d_local (W + 1)]        (decoder: W / P_max window slots per byte)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
       + 3 K d_local                                            (K hashed n-gram tables: one add each)
@@ -30,6 +30,8 @@ counts once per layer that uses it), 6 M is the usual 2 (forward) + 4 (backward)
 weight, and causal attention over L keys costs 2 * 2 * d * (L + 1)/2 forward FLOPs per query
 (scores and values), i.e. 6 d (L + 1) for training. N_p = max_seq_len / P patches per context;
 P is patch_size, or (min_patch_size + max_patch_size) / 2 assumed for dynamic patching.
+W = config.dec_window: 2 P_max window slots (previous + current patch), or P_max without
+`decoder_context`.
 Elementwise work is otherwise not counted; the n-gram sums and the soft-cap are, with the same
 3x for forward + backward, because they are all that those options add. Zero-initialised
 projections change no count.
@@ -113,7 +115,8 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
-    decoder = 2 * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (2 * pm + 1))
+    w = config.dec_window
+    decoder = w / pm * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (w + 1))
     pool = 6 * (_matmul_weights(model.encoder) - m_enc) / p
     condition = 6 * (_matmul_weights(model.decoder) - m_dec) / p
     head = 6 * config.d_local * config.vocab_size + (9 * config.vocab_size if config.logit_softcap else 0)

@@ -175,7 +175,8 @@ class Trunk(nn.Module):
 
 
 class LocalDecoder(nn.Module):
-    """Windows of byte ids [N, 2Pm] + one condition per window [N, d_model] -> hidden [N, 2Pm, d_local].
+    """Windows of byte ids [N, W] + one condition per window [N, d_model] -> hidden [N, W, d_local]
+    (W = config.dec_window: previous + current patch, or the current patch only).
 
         h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
     Without decoder layers (the plain-GPT case) h = W_c c.
@@ -188,7 +189,7 @@ class LocalDecoder(nn.Module):
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.max_len = 2 * config.max_patch  # window slots
+        self.max_len = config.dec_window  # window slots
 
     def forward(self, emb, cond, slots, caches=None, step=None):
         """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
@@ -417,6 +418,6 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         c = self.config
         trunk = [LayerCache(batch, c.n_kv_heads, c.max_patches, c.d_model // c.n_heads, device, dtype)
                  for _ in range(c.n_layers)]
-        dec = [LayerCache(batch, c.local_heads, 2 * c.max_patch, c.d_local // c.local_heads, device, dtype)
+        dec = [LayerCache(batch, c.local_heads, c.dec_window, c.d_local // c.local_heads, device, dtype)
                for _ in range(c.n_local_decoder_layers)]
         return trunk, dec

@@ -7,11 +7,12 @@ position u-1 (predicting x[u]) is computed from x'[..u]. pid(u) is the patch of 
 (u = T is the hypothetical next byte), j(u) = u - start(pid(u)) its slot, len(m) patch m's length.
 
 - encoder grid  [B, N_enc, Pm]:  enc[pid(t), j(t)] = x[t]                       (t < T)
-- decoder window [B, N_dec, 2Pm]: win[pid(u), Pm + j(u)] = x'[u]                 (current patch)
+- decoder window [B, N_dec, C+Pm]: win[pid(u), C + j(u)] = x'[u]                (current patch)
                                  win[pid(u) + 1, Pm - len(pid(u)) + j(u)] = x'[u] (as the next
-                                 patch's context: the previous patch, right-aligned)
-- logits of position u-1 are read at win[pid(u), Pm + j(u)].
-Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic).
+                                 patch's context: the previous patch, right-aligned; C > 0 only)
+- logits of position u-1 are read at win[pid(u), C + j(u)].
+Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic); C = config.dec_context
+(Pm, or 0 when `decoder_context` is off: windows hold the current patch only).
 
 Dynamic boundaries: a patch ends after byte b when len >= min_patch_size and b is whitespace,
 ASCII punctuation or a special token, or when len == max_patch_size.
@@ -88,7 +89,7 @@ class PatchLayout:
     offsets: torch.Tensor | None  # [B] leading pads removed from each row (None: no padding)
     enc_ids: torch.Tensor  # [B, N_enc, Pm] bytes of each patch, PAD-filled
     enc_valid: torch.Tensor  # [B, N_enc, Pm] bool: slot holds a byte of the patch
-    dec_ids: torch.Tensor  # [B, N_dec, 2Pm] decoder window ids (previous + current patch)
+    dec_ids: torch.Tensor  # [B, N_dec, C+Pm] decoder window ids (previous + current patch)
     read_all: torch.Tensor  # [B, T+1] flat index into [N_dec * 2Pm] of the prediction of x[u]
     byte_patch: torch.Tensor  # [B, T+1] pid(u): patch of x[u] (aligned; u = T is the next byte)
     patch_ids: torch.Tensor  # [B, T] patch of each input byte (input coordinates), -1 for pads
@@ -140,12 +141,14 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
             1, enc_pos[..., None].expand(-1, -1, k), hashes).view(batch, n_enc, pm, k)
     # decoder windows from x'[u], u <= T
     shifted = torch.cat([torch.full((batch, 1), BOS_ID, device=device, dtype=ids.dtype), ids], dim=1)
-    width = 2 * pm
-    cur_pos = (pid * width + pm + slot).expand(batch, -1)
-    own_len = patch_len.gather(1, pid.expand(batch, -1))
-    ctx_pos = (pid + 1) * width + pm - own_len + slot
+    ctx = config.dec_context
+    width = ctx + pm
+    cur_pos = (pid * width + ctx + slot).expand(batch, -1)
     dec_flat = torch.full((batch, (n_dec + 1) * width), PAD_ID, device=device, dtype=ids.dtype)
-    dec_flat = dec_flat.scatter(1, cur_pos, shifted).scatter(1, ctx_pos, shifted)
+    dec_flat = dec_flat.scatter(1, cur_pos, shifted)
+    if ctx:
+        own_len = patch_len.gather(1, pid.expand(batch, -1))
+        dec_flat = dec_flat.scatter(1, (pid + 1) * width + pm - own_len + slot, shifted)
     dec_ids = dec_flat[:, : n_dec * width].view(batch, n_dec, width)
     patch_ids = unalign(pid[:, :length].expand(batch, -1).contiguous(), offsets, fill=-1)
     if attention_mask is not None:
