@@ -150,7 +150,8 @@ def build(spec: dict, bpe: dict | None):
         model = BPEBaselineLM(config, bpe["vocab"])
         return model, model.loss, model.embed.weight.numel()
     model = STLMForCausalLM(config)
-    embed = sum(m.weight.numel() for m in (model.byte_embed, model.ngram_embed, model.lm_head) if m is not None)
+    embed = sum(p.numel() for m in (model.byte_embed, model.ngram_embed, model.lm_head) if m is not None
+                for p in m.parameters())
     return model, (lambda ids: model(ids, labels=ids).loss), embed
 
 

@@ -140,3 +140,16 @@ def test_flops_per_byte_counts_each_option_by_hand():
 def test_bad_option_values_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
         small_config(**bad)
+
+
+@pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic")])
+def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides):
+    from stlm_selfplay.model.speculative import speculative_generate
+
+    model = _trained(**overrides).eval()
+    prompts = [b"hello there", b"The quick brown fox "]
+    full = generate(model, prompts, 40, greedy=True)
+    spec, stats = speculative_generate(model, prompts, 40, exit_layer=0, draft_patches=2)
+    assert [c.text for c in spec] == [c.text for c in full] and stats.drafted > 10
+    for a, b in zip(spec, full):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
