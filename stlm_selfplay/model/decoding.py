@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 from stlm_selfplay.model.layers import CacheStep
 from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
-from stlm_selfplay.model.patching import ends_patch, make_layout
-from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.model.entropy import entropy_boundaries
+from stlm_selfplay.model.patching import ends_patch
+from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 
 def right_padded(rows: list[list[int]], device) -> torch.Tensor:
@@ -46,7 +47,7 @@ def right_padded(rows: list[list[int]], device) -> torch.Tensor:
 class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
-    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "logits")
+    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "logits")
 
     def __init__(self, model, rows: list[list[int]], layers: range | None = None):
         self.model, config = model, model.config
@@ -60,7 +61,7 @@ class DecodeState:
         self.trunk_caches, self.dec_caches = model.new_caches(batch, device, dtype)
         ids = right_padded(rows, device)
         lengths = torch.tensor([len(r) for r in rows], device=device)
-        layout = make_layout(ids, None, config)
+        layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         if ids.shape[1]:
@@ -82,6 +83,10 @@ class DecodeState:
         in_patch = torch.arange(pm, device=device)[None] < self.patch_len[:, None]
         self.patch_buf = torch.where(in_patch, enc_ids[ar, m], PAD_ID)
         self._init_ngrams(ids, lengths, layout, m, in_patch)
+        # the last id of each row (BOS when empty): entropy patching's context for the next byte
+        self.last = torch.full_like(lengths, BOS_ID)
+        if ids.shape[1]:
+            self.last = torch.where(lengths > 0, ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], BOS_ID)
         slot = ctx + self.patch_len
         self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
 
@@ -138,10 +143,15 @@ class DecodeState:
         self.patch_buf[ar, self.patch_len.clamp(max=pm - 1)] = tokens
         self._push_ngrams(tokens, ar)
         self.patch_len = self.patch_len + 1
+        config = model.config
         if self.fixed:
             done = self.patch_len >= pm
+        elif config.patching == "entropy":
+            boundary = entropy_boundaries(tokens[:, None], model.entropy_table, config.entropy_threshold, self.last)[:, 0]
+            done = (boundary & (self.patch_len >= config.min_patch_size)) | (self.patch_len >= config.max_patch_size)
         else:
-            done = ends_patch(tokens, self.patch_len, model.config.min_patch_size, model.config.max_patch_size)
+            done = ends_patch(tokens, self.patch_len, config.min_patch_size, config.max_patch_size)
+        self.last = tokens
         logits = torch.empty(tokens.shape[0], model.config.vocab_size, device=tokens.device)
         if bool(done.any()):
             rows = ar[done]

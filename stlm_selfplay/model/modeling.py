@@ -231,6 +231,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.byte_embed = nn.Embedding(config.vocab_size, config.d_local)
         self.ngram_embed = NgramEmbedding(config) if config.ngram_max else None
+        if config.patching == "entropy":  # H(next | last two ids), set by fit_entropy_patching (entropy.py)
+            self.register_buffer("entropy_table", torch.zeros(config.vocab_size ** 2))
         self.encoder = LocalEncoder(config)
         self.trunk = Trunk(config)
         self.decoder = LocalDecoder(config)
@@ -302,6 +304,17 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if self.ngram_embed is not None:
             h = h + self.ngram_embed(enc_ngrams.reshape(batch * n, pm, -1)) * self.config.d_local ** 0.5
         return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
+
+    def patch_layout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PatchLayout:
+        """The patch layout of a batch (`patching.make_layout`), with this model's entropy table."""
+        return make_layout(input_ids, attention_mask, self.config, getattr(self, "entropy_table", None))
+
+    def fit_entropy_patching(self, train_ids) -> None:
+        """patching: entropy: fit the small byte model's table on a 1-D stream of train ids."""
+        from stlm_selfplay.model.entropy import fit_entropy_table
+
+        with torch.no_grad():
+            self.entropy_table.copy_(fit_entropy_table(train_ids))
 
     def encode_layout(self, layout: PatchLayout) -> torch.Tensor:
         """A layout's patches -> trunk inputs [B, N_enc, d_model]."""
@@ -380,7 +393,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if self.training and self.config.layer_dropout > 0:
             step, total = train_progress if train_progress is not None else (None, 1)
             drop = layer_dropout_rates(step, total, n_layers, self.config.layer_dropout)
-        layout = make_layout(input_ids, attention_mask, self.config)
+        layout = self.patch_layout(input_ids, attention_mask)
         patches = self.encode_layout(layout)
         positions = torch.arange(patches.shape[1], device=patches.device)[None]
         routes = [] if output_router_logits else None

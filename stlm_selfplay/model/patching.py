@@ -15,7 +15,9 @@ Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic); C = c
 (Pm, or 0 when `decoder_context` is off: windows hold the current patch only).
 
 Dynamic boundaries: a patch ends after byte b when len >= min_patch_size and b is whitespace,
-ASCII punctuation or a special token, or when len == max_patch_size.
+ASCII punctuation or a special token, or when len == max_patch_size. Entropy boundaries
+(`entropy.py`): the same rule with "b is a boundary" replaced by a per-position test, the next
+byte's entropy under a small byte model above a threshold.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stlm_selfplay.model.entropy import entropy_boundaries
 from stlm_selfplay.model.ngrams import row_ngram_buckets
 from stlm_selfplay.model.tokenizer import BOS_ID, NUM_BYTES, PAD_ID, VOCAB_SIZE
 
@@ -65,17 +68,20 @@ def unalign(values: torch.Tensor, offsets: torch.Tensor | None, fill=0) -> torch
     return out.masked_fill(~keep, fill)
 
 
-def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int,
+                      boundary: torch.Tensor | None = None) -> torch.Tensor:
     """pid [B, T+1] for x[0..T-1] and the next byte (column T), by the dynamic rule (a scan in
-    plain Python: one pass per row, faster than T small tensor ops)."""
-    boundary = _BOUNDARY.tolist()
+    plain Python: one pass per row, faster than T small tensor ops). `boundary` [B, T] bool
+    replaces the whitespace/punctuation test per position (entropy patching)."""
+    table = _BOUNDARY.tolist()
+    flags = boundary.tolist() if boundary is not None else [[table[b] for b in row] for row in ids.tolist()]
     rows = []
-    for row in ids.tolist():
+    for row in flags:
         pid, cur, run = [], 0, 0
-        for byte in row:
+        for is_boundary in row:
             pid.append(cur)
             run += 1
-            if run >= max_size or (run >= min_size and boundary[byte]):
+            if run >= max_size or (run >= min_size and is_boundary):
                 cur, run = cur + 1, 0
         rows.append(pid + [cur])
     return torch.tensor(rows, dtype=torch.long, device=ids.device).view(ids.shape[0], ids.shape[1] + 1)
@@ -105,8 +111,10 @@ class PatchLayout:
         return self.enc_ids.shape[1]
 
 
-def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config) -> PatchLayout:
-    """Build the grids of the module docstring for fixed or dynamic patching."""
+def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config,
+                entropy_table: torch.Tensor | None = None) -> PatchLayout:
+    """Build the grids of the module docstring for fixed, dynamic or entropy patching (which
+    reads the model's `entropy_table`)."""
     ids, offsets = left_align(input_ids, attention_mask)
     batch, length = ids.shape
     device = ids.device
@@ -118,7 +126,10 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
         n_enc, n_dec = -(-length // pm), length // pm + 1
         patch_len = torch.full((batch, n_dec), pm, device=device)
     else:
-        pid = dynamic_patch_ids(ids, config.min_patch_size, config.max_patch_size)
+        boundary = None
+        if config.patching == "entropy":
+            boundary = entropy_boundaries(ids, entropy_table, config.entropy_threshold)
+        pid = dynamic_patch_ids(ids, config.min_patch_size, config.max_patch_size, boundary)
         n_dec = int(pid[:, -1].max()) + 1
         n_enc = int(pid[:, -2].max()) + 1 if length else 0
         first = torch.full((batch, n_dec), length + 1, device=device, dtype=torch.long)
