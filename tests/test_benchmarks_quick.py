@@ -22,7 +22,8 @@ TAKES_DATA = {"bench_lm", "bench_model", "bench_pretrain"}  # scripts with a --d
 SLOW = {"bench_model", "bench_rollout", "bench_selfplay"}
 SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}
 ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
-    "bench_lm": {"variant", "params", "nats_per_byte", "nats_std", "bits_per_byte", "bytes_per_s", "steps"},
+    "bench_lm": {"variant", "params", "embedding_head_params", "nats_per_byte", "nats_std", "bits_per_byte",
+                 "bytes_per_s", "steps"},
     "bench_rollout": {"loop", "games", "moves", "wall_s", "games_per_s"},
     "bench_selfplay": {"run", "update", "games", "train_s"},
     "bench_gpu": {"preset", "bytes_per_s"},
@@ -36,7 +37,7 @@ RATIO_KEYS = {  # same-run ratios the benchmark reports
                     "self_speculative_acceptance"},
 }
 EXTRA_KEYS = {  # top-level keys beyond the shared ones
-    "bench_lm": {"per_seed", "seeds", "seconds", "settings"},
+    "bench_lm": {"per_seed", "seeds", "seconds", "settings", "corpus", "bpe"},
     "bench_rollout": {"params", "seed"},
     "bench_selfplay": {"final_vs_minimax", "seed", "minutes"},
     "bench_gpu": {"dry_run", "peak_flops"},

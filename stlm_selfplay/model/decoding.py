@@ -8,9 +8,13 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
 
 - the byte does not end its patch: one decoder step at the next window slot (cache);
 - it ends the patch: encode the patch, one trunk step (cache), new condition, and a new window
-  [previous patch, new byte] run through the decoder from slot 0 (Pm + 1 slots).
+  [previous patch (C = Pm slots, or none without decoder_context), new byte] run through the
+  decoder from slot 0 (C + 1 slots).
 
-The logits equal those of a full forward pass over the same bytes (tested).
+The logits equal those of a full forward pass over the same bytes (tested). With hashed n-gram
+embeddings (`ngrams.py`) each row also keeps its last ngram_max - 1 ids (`ngram_tail`) and the
+n-gram buckets of its current patch's bytes (`ngram_buf`), computed by the same function as in
+training when each byte arrives.
 
 `layers` (a range of trunk layers, e.g. range(E + 1) for an early exit at layer E) runs only
 those trunk layers when a patch closes; `trunk_out` keeps the last closed patch's trunk output
@@ -25,8 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from stlm_selfplay.model.layers import CacheStep
-from stlm_selfplay.model.patching import ends_patch, make_layout
-from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
+from stlm_selfplay.model.entropy import entropy_boundaries
+from stlm_selfplay.model.patching import ends_patch
+from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 
 def right_padded(rows: list[list[int]], device) -> torch.Tensor:
@@ -41,12 +47,13 @@ def right_padded(rows: list[list[int]], device) -> torch.Tensor:
 class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
-    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "logits")
+    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "logits")
 
     def __init__(self, model, rows: list[list[int]], layers: range | None = None):
         self.model, config = model, model.config
         self.layers, self.trunk_out = layers, None
         self.pm = pm = config.max_patch
+        self.ctx = ctx = config.dec_context  # window slots before the current patch (Pm or 0)
         self.fixed = config.patching == "fixed"
         device = model.device
         dtype = next(model.parameters()).dtype
@@ -54,11 +61,11 @@ class DecodeState:
         self.trunk_caches, self.dec_caches = model.new_caches(batch, device, dtype)
         ids = right_padded(rows, device)
         lengths = torch.tensor([len(r) for r in rows], device=device)
-        layout = make_layout(ids, None, config)
+        layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         if ids.shape[1]:
-            patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
+            patches = model.encode_layout(layout)
             n = patches.shape[1]
             step = CacheStep(None, torch.zeros(batch, dtype=torch.long, device=device), n)
             state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step,
@@ -67,16 +74,44 @@ class DecodeState:
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
         cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
         self.cond = cond[ar, m]
-        self.window = layout.dec_ids[ar, m].clone()  # [B, 2Pm]
+        self.window = layout.dec_ids[ar, m].clone()  # [B, C+Pm]
         enc_ids = layout.enc_ids
         if enc_ids.shape[1] <= int(m.max()):  # the next byte starts a patch beyond the grid
             enc_ids = F.pad(enc_ids, (0, 0, 0, int(m.max()) + 1 - enc_ids.shape[1]), value=PAD_ID)
         self.n_done = m.clone()
         self.patch_len = (lengths - torch.where(m > 0, self._patch_starts(layout, m), 0)).long()
-        self.patch_buf = torch.where(
-            torch.arange(pm, device=device)[None] < self.patch_len[:, None], enc_ids[ar, m], PAD_ID)
-        slot = pm + self.patch_len
-        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), 2 * pm, slot)
+        in_patch = torch.arange(pm, device=device)[None] < self.patch_len[:, None]
+        self.patch_buf = torch.where(in_patch, enc_ids[ar, m], PAD_ID)
+        self._init_ngrams(ids, lengths, layout, m, in_patch)
+        # the last id of each row (BOS when empty): entropy patching's context for the next byte
+        self.last = torch.full_like(lengths, BOS_ID)
+        if ids.shape[1]:
+            self.last = torch.where(lengths > 0, ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], BOS_ID)
+        slot = ctx + self.patch_len
+        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
+
+    def _init_ngrams(self, ids, lengths, layout, m, in_patch) -> None:
+        """ngram_tail [B, N-1]: each row's last N-1 ids (BEFORE where the row is shorter);
+        ngram_buf [B, Pm, K]: the current patch's buckets (0 in empty slots). K = 0 when off."""
+        config, batch = self.model.config, ids.shape[0]
+        k, self.max_n = len(ngram_sizes(config)), config.ngram_max
+        width = max(self.max_n - 1, 0)
+        padded = torch.cat([torch.full((batch, width), BEFORE, dtype=torch.long, device=ids.device), ids], dim=1)
+        idx = lengths[:, None] + torch.arange(width, device=ids.device)[None]  # padded index of ids[L - width + i]
+        self.ngram_tail = padded.gather(1, idx)
+        self.ngram_buf = torch.zeros(batch, self.pm, k, dtype=torch.long, device=ids.device)
+        if k and layout.enc_ngrams is not None and layout.enc_ngrams.shape[1]:
+            grid = layout.enc_ngrams[torch.arange(batch, device=ids.device), m.clamp(max=layout.enc_ngrams.shape[1] - 1)]
+            self.ngram_buf = torch.where(in_patch[..., None], grid, 0)
+
+    def _push_ngrams(self, tokens: torch.Tensor, ar: torch.Tensor) -> None:
+        """Buckets of the n-grams ending at the new bytes, written at their patch slots."""
+        if not self.ngram_buf.shape[-1]:
+            return
+        history = torch.cat([self.ngram_tail, tokens[:, None]], dim=1)
+        buckets = ngram_buckets(history, self.max_n, self.model.config.ngram_buckets)[:, 0]
+        self.ngram_buf[ar, self.patch_len.clamp(max=self.pm - 1)] = buckets
+        self.ngram_tail = history[:, 1:]
 
     @staticmethod
     def _patch_starts(layout, m: torch.Tensor) -> torch.Tensor:
@@ -106,18 +141,24 @@ class DecodeState:
         tokens = tokens.to(self.cond.device).long()
         ar = torch.arange(tokens.shape[0], device=tokens.device)
         self.patch_buf[ar, self.patch_len.clamp(max=pm - 1)] = tokens
+        self._push_ngrams(tokens, ar)
         self.patch_len = self.patch_len + 1
+        config = model.config
         if self.fixed:
             done = self.patch_len >= pm
+        elif config.patching == "entropy":
+            boundary = entropy_boundaries(tokens[:, None], model.entropy_table, config.entropy_threshold, self.last)[:, 0]
+            done = (boundary & (self.patch_len >= config.min_patch_size)) | (self.patch_len >= config.max_patch_size)
         else:
-            done = ends_patch(tokens, self.patch_len, model.config.min_patch_size, model.config.max_patch_size)
+            done = ends_patch(tokens, self.patch_len, config.min_patch_size, config.max_patch_size)
+        self.last = tokens
         logits = torch.empty(tokens.shape[0], model.config.vocab_size, device=tokens.device)
         if bool(done.any()):
             rows = ar[done]
             logits[rows] = self._close_patch(rows, tokens[rows])
         if not bool(done.all()):
             rows = ar[~done]
-            slot = pm + self.patch_len[rows]
+            slot = self.ctx + self.patch_len[rows]
             self.window[rows, slot] = tokens[rows]
             full = rows.shape[0] == tokens.shape[0]
             logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], slot,
@@ -133,29 +174,36 @@ class DecodeState:
         lens = self.patch_len[rows]
         buf = self.patch_buf[rows]
         valid = torch.arange(pm, device=rows.device)[None] < lens[:, None]
-        patch = model.encode_patches(buf[:, None], valid[:, None])  # [s, 1, d_model]
+        ngrams = self.ngram_buf[rows][:, None] if self.ngram_buf.shape[-1] else None
+        patch = model.encode_patches(buf[:, None], valid[:, None], ngrams)  # [s, 1, d_model]
         pos = self.n_done[rows]
         step = CacheStep(sel, pos, int(pos.max()) + 1)
         state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step, layers=self.layers)
         self.trunk_out = state[:, 0]
         self.cond[rows] = model.condition(state[:, 0])
         self.n_done[rows] = pos + 1
-        # new window: old current half (x' of the closed patch) right-aligned, then the new byte
-        j = torch.arange(2 * pm, device=rows.device)[None]
-        src = (j + lens[:, None]).clamp(max=2 * pm - 1)
+        # new window: old current half (x' of the closed patch) right-aligned (when the window
+        # has a context half), then the new byte
+        ctx = self.ctx
+        j = torch.arange(ctx + pm, device=rows.device)[None]
         old = self.window[rows]
-        window = torch.where(j < pm - lens[:, None], PAD_ID, old.gather(1, src))
-        window = torch.where(j == pm, tokens[:, None], torch.where(j > pm, PAD_ID, window))
+        if ctx:
+            src = (j + lens[:, None]).clamp(max=ctx + pm - 1)
+            window = torch.where(j < pm - lens[:, None], PAD_ID, old.gather(1, src))
+        else:
+            window = torch.full_like(old, PAD_ID)
+        window = torch.where(j == ctx, tokens[:, None], torch.where(j > ctx, PAD_ID, window))
         self.window[rows] = window
         self.patch_len[rows] = 0
         self.patch_buf[rows] = PAD_ID
+        self.ngram_buf[rows] = 0
         return self._open_window(sel, rows)
 
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
-        """Run slots 0..Pm of the rows' fresh windows (previous patch + first byte) through the
-        decoder from an empty cache; return the logits of the new patch's first target."""
-        zeros, pm = torch.zeros_like(rows), self.pm
-        return self._decode(sel, self.window[rows, : pm + 1], self.cond[rows], zeros, pm + 1, zeros + pm)
+        """Run slots 0..C of the rows' fresh windows (previous patch, if any, + first byte) through
+        the decoder from an empty cache; return the logits of the new patch's first target."""
+        zeros, ctx = torch.zeros_like(rows), self.ctx
+        return self._decode(sel, self.window[rows, : ctx + 1], self.cond[rows], zeros, ctx + 1, zeros + ctx)
 
     def reopen(self, cond: torch.Tensor) -> torch.Tensor:
         """At the start of a patch (patch_len == 0, every row): replace the decoder condition

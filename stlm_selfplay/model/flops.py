@@ -1,6 +1,6 @@
 """Parameter accounting and training FLOPs per byte.
 
-`param_table(config)` splits parameters into byte embedding + local encoder, trunk, local
+`param_table(config)` splits parameters into byte embedding (+ n-gram tables) + local encoder, trunk, local
 decoder + head, and compares the embedding+head with a GPT-2-vocabulary model (50,257 tokens)
 that has the same trunk (tied: V*d; untied: 2*V*d).
 
@@ -9,13 +9,15 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
     F = sum_l c_l [6 M_l + 6 d_model (c_l N_p + 1)] / P       (trunk, once per patch)
       + 6 n_routed M_router / P                                (Mixture-of-Depths routers)
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
-      + 2 [6 M_dec + 6 n_dec d_local (2 P_max + 1)]            (decoder: 2 window slots per byte)
+      + (W / P_max) [6 M_dec + 6 n_dec d_local (W + 1)]        (decoder: W / P_max window slots per byte)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
+      + 3 K d_local                                            (K hashed n-gram tables: one add each)
+      + 9 V                                                    (logit soft-cap: z / c, tanh, * c)
       + (H + X) [decoder + condition + byte head terms]         (H multi-byte heads, X extra exits)
       + H 6 d_model^2 / P                                      (each multi-byte head's W_i)
 
-M_l is trunk block l's weights (with the shared FFN when share_ffn). c_l = mod_capacity C for a
+M_l is trunk block l's weights (a relu2 FFN has two matrices, SwiGLU three) (with the shared FFN when share_ffn). c_l = mod_capacity C for a
 routed block (top-k training: a C share of the patches runs it, attending over C N_p keys), else 1;
 M_router is one router's weights (plus its predictor). The causal routing of evaluation and
 sampling, as implemented, computes every patch and masks (dense cost).
@@ -28,6 +30,11 @@ counts once per layer that uses it), 6 M is the usual 2 (forward) + 4 (backward)
 weight, and causal attention over L keys costs 2 * 2 * d * (L + 1)/2 forward FLOPs per query
 (scores and values), i.e. 6 d (L + 1) for training. N_p = max_seq_len / P patches per context;
 P is patch_size, or (min_patch_size + max_patch_size) / 2 assumed for dynamic patching.
+W = config.dec_window: 2 P_max window slots (previous + current patch), or P_max without
+`decoder_context`.
+Elementwise work is otherwise not counted; the n-gram sums and the soft-cap are, with the same
+3x for forward + backward, because they are all that those options add. Zero-initialised
+projections change no count.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import torch
 from torch import nn
 
 from stlm_selfplay.model.config import STLMConfig
+from stlm_selfplay.model.ngrams import ngram_sizes
 
 GPT2_VOCAB = 50257
 
@@ -59,7 +67,7 @@ def build_on_meta(config: STLMConfig):
 def param_table(config: STLMConfig) -> dict:
     """Parameter counts by part, and the GPT-2-vocabulary comparison (see module docstring)."""
     model = build_on_meta(config)
-    embed = _params(model.byte_embed)
+    embed = _params(model.byte_embed) + _params(model.ngram_embed)  # n-gram tables are embeddings too
     head = _params(model.lm_head)
     encoder = _params(model.encoder)
     trunk = _params(model.trunk)
@@ -107,10 +115,12 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
-    decoder = 2 * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (2 * pm + 1))
+    w = config.dec_window
+    decoder = w / pm * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (w + 1))
     pool = 6 * (_matmul_weights(model.encoder) - m_enc) / p
     condition = 6 * (_matmul_weights(model.decoder) - m_dec) / p
-    head = 6 * config.d_local * config.vocab_size
+    head = 6 * config.d_local * config.vocab_size + (9 * config.vocab_size if config.logit_softcap else 0)
+    ngrams = 3 * len(ngram_sizes(config)) * config.d_local
     exit_pass = decoder + condition + head  # one more read of the shared decoder + head
     mtp = config.mtp_heads * (exit_pass + 6 * config.d_model ** 2 / p)
-    return float(trunk + encoder + pool + exit_pass * (1 + extra_exits) + mtp)
+    return float(trunk + encoder + ngrams + pool + exit_pass * (1 + extra_exits) + mtp)

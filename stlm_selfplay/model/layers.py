@@ -1,8 +1,8 @@
 """Transformer parts shared by the trunk and the local byte modules.
 
 RMSNorm is `torch.nn.RMSNorm`. Attention is grouped-query SDPA with rotary positions, optional
-QK-norm and an optional KV cache; the FFN is SwiGLU, optionally shared across layers with a
-per-layer LoRA.
+QK-norm and an optional KV cache; the FFN is SwiGLU (optionally shared across layers with a
+per-layer LoRA) or ReLU-squared.
 """
 
 from __future__ import annotations
@@ -175,6 +175,22 @@ class SwiGLU(nn.Module):
         return out
 
 
+class ReLU2(nn.Module):
+    """ffn(x) = W_down relu(W_up x)^2  (Primer, So et al. 2021; the modded-nanogpt MLP): two
+    matrices instead of SwiGLU's three at the same hidden width."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w_up = nn.Linear(dim, hidden, bias=False)
+        self.w_down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, lora: "LoRA | None" = None) -> torch.Tensor:
+        return self.w_down(F.relu(self.w_up(x)).square())
+
+
+MLPS = {"swiglu": SwiGLU, "relu2": ReLU2}
+
+
 class LoRA(nn.Module):
     """Per-layer low-rank deltas for a shared SwiGLU: W x -> W x + B A x (B starts at zero)."""
 
@@ -189,17 +205,18 @@ class LoRA(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block:  x += attn(norm(x));  x += ffn(norm(x)).
 
-    With `ffn=None` the block uses the `shared_ffn` passed to forward plus its own LoRA. A routed
+    `mlp` picks the FFN (swiglu | relu2, `MLPS`). With `ffn=None` the block uses the `shared_ffn` passed to forward plus its own LoRA. A routed
     block (`mod.py`) passes `keep` (which patches may be keys) and `gate` r [N, L, 1]:
     x + r f(x) with f(x) = a + ffn(norm(x + a)), a = attn(norm(x)).
     """
 
-    def __init__(self, dim, n_heads, n_kv_heads, hidden, *, qk_norm, eps, dropout, shared_rank: int | None = None):
+    def __init__(self, dim, n_heads, n_kv_heads, hidden, *, qk_norm, eps, dropout, shared_rank: int | None = None,
+                 mlp: str = "swiglu"):
         super().__init__()
         self.attn_norm = nn.RMSNorm(dim, eps=eps)
         self.attn = Attention(dim, n_heads, n_kv_heads, qk_norm, eps, dropout)
         self.ffn_norm = nn.RMSNorm(dim, eps=eps)
-        self.ffn = SwiGLU(dim, hidden) if shared_rank is None else None
+        self.ffn = MLPS[mlp](dim, hidden) if shared_rank is None else None
         self.lora = LoRA(dim, hidden, shared_rank) if shared_rank else None
         self.drop = nn.Dropout(dropout)
 

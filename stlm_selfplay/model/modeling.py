@@ -1,9 +1,11 @@
 """`STLMForCausalLM`: bytes -> local encoder -> patches -> global trunk -> local decoder -> bytes.
 
-    patch vector  p_k = W_in pool(enc(E[x_bytes of patch k] + pos))          (local encoder)
+    patch vector  p_k = W_in pool(enc(E[x_bytes of patch k] + pos))          (local encoder;
+                  + hashed n-gram embeddings of each byte when ngram_max, `ngrams.py`)
     trunk state   s_k = Trunk(p_0..p_k)                                        (causal over patches)
     condition     c_m = W_c norm(s_{m-1})   (c_0 = W_c start, a learned vector)
-    byte logits   dec(E[window_m] + c_m)  -> norm -> E^T                      (local decoder)
+    byte logits   dec(E[window_m] + c_m)  -> norm -> E^T                      (local decoder;
+                  soft-capped c tanh(z / c) when logit_softcap = c)
 
 Patch m's bytes are predicted from the trunk state of patches 0..m-1 and, through the decoder's
 causal window over [previous patch, current patch] bytes, from the bytes before each target:
@@ -27,6 +29,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from stlm_selfplay.model.config import STLMConfig
 from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rope_angles
 from stlm_selfplay.model.mod import ROUTINGS, Router, RouterOutput, routed_block
+from stlm_selfplay.model.ngrams import NgramEmbedding
 from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
@@ -48,7 +51,7 @@ class STLMOutput(CausalLMOutput):
 
 def local_block(config: STLMConfig) -> Block:
     return Block(config.d_local, config.local_heads, config.local_heads, config.local_ff,
-                 qk_norm=config.qk_norm, eps=config.norm_eps, dropout=config.dropout)
+                 qk_norm=config.qk_norm, eps=config.norm_eps, dropout=config.dropout, mlp=config.mlp)
 
 
 def maybe_linear(d_in: int, d_out: int) -> nn.Module:
@@ -115,7 +118,7 @@ class Trunk(nn.Module):
         self.shared_ffn = SwiGLU(config.d_model, config.d_ff) if config.share_ffn else None
         self.layers = nn.ModuleList(
             Block(config.d_model, config.n_heads, config.n_kv_heads, config.d_ff, qk_norm=config.qk_norm,
-                  eps=config.norm_eps, dropout=config.dropout, shared_rank=rank)
+                  eps=config.norm_eps, dropout=config.dropout, shared_rank=rank, mlp=config.mlp)
             for _ in range(config.n_layers))
         self.routers = nn.ModuleDict({str(l): Router(config.d_model, config.mod_predictor)
                                       for l in config.routed_layers})
@@ -172,7 +175,8 @@ class Trunk(nn.Module):
 
 
 class LocalDecoder(nn.Module):
-    """Windows of byte ids [N, 2Pm] + one condition per window [N, d_model] -> hidden [N, 2Pm, d_local].
+    """Windows of byte ids [N, W] + one condition per window [N, d_model] -> hidden [N, W, d_local]
+    (W = config.dec_window: previous + current patch, or the current patch only).
 
         h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
     Without decoder layers (the plain-GPT case) h = W_c c.
@@ -185,7 +189,7 @@ class LocalDecoder(nn.Module):
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.max_len = 2 * config.max_patch  # window slots
+        self.max_len = config.dec_window  # window slots
 
     def forward(self, emb, cond, slots, caches=None, step=None):
         """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
@@ -226,6 +230,9 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
     def __init__(self, config: STLMConfig):
         super().__init__(config)
         self.byte_embed = nn.Embedding(config.vocab_size, config.d_local)
+        self.ngram_embed = NgramEmbedding(config) if config.ngram_max else None
+        if config.patching == "entropy":  # H(next | last two ids), set by fit_entropy_patching (entropy.py)
+            self.register_buffer("entropy_table", torch.zeros(config.vocab_size ** 2))
         self.encoder = LocalEncoder(config)
         self.trunk = Trunk(config)
         self.decoder = LocalDecoder(config)
@@ -235,17 +242,26 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
                                        for _ in range(config.mtp_heads))
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_local, config.vocab_size, bias=False)
         self.post_init()
-        self._zero_lora_outputs()
+        self._zero_init_outputs()
 
-    def _zero_lora_outputs(self) -> None:
+    def _zero_init_outputs(self) -> None:
         """LoRA deltas start at zero (B = 0), so a shared FFN starts identical in every layer;
-        multi-byte heads start as the identity (W_i = 0)."""
+        multi-byte heads start as the identity (W_i = 0). With `zero_init_proj` every block's
+        attention output W_o and FFN down projection start at zero (each block starts as the
+        identity, modded-nanogpt)."""
         for head in self.mtp_heads:
             nn.init.zeros_(head.weight)
         for layer in self.trunk.layers:
             if layer.lora is not None:
                 nn.init.zeros_(layer.lora.up.weight)
                 nn.init.zeros_(layer.lora.down.weight)
+        if self.config.zero_init_proj:
+            for block in self.modules():
+                if isinstance(block, Block):
+                    nn.init.zeros_(block.attn.wo.weight)
+                    for ffn in (block.ffn, self.trunk.shared_ffn):
+                        if ffn is not None:
+                            nn.init.zeros_(ffn.w_down.weight)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.byte_embed
@@ -263,9 +279,13 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         return self.byte_embed.weight if self.lm_head is None else self.lm_head.weight
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Decoder hidden states -> logits over the vocabulary; PAD and BOS, which the model never
-        emits, get NEVER_EMITTED_LOGIT. Every path to logits (training, sampling, scoring) uses it."""
+        """Decoder hidden states -> logits over the vocabulary, soft-capped z -> c tanh(z / c) when
+        `logit_softcap` = c > 0; PAD and BOS, which the model never emits, get NEVER_EMITTED_LOGIT.
+        Every path to logits (training, sampling, scoring) uses it."""
         logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
+        cap = self.config.logit_softcap
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
         return logits.index_fill(-1, self._never_emitted(logits.device), NEVER_EMITTED_LOGIT)
 
     def _never_emitted(self, device) -> torch.Tensor:
@@ -275,11 +295,30 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         return self._never_ids
 
     # ------------------------------------------------------------------ building blocks
-    def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor) -> torch.Tensor:
-        """[B, N, Pm] patch bytes -> [B, N, d_model] trunk inputs."""
+    def encode_patches(self, enc_ids: torch.Tensor, enc_valid: torch.Tensor,
+                       enc_ngrams: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, Pm] patch bytes (+ their n-gram buckets [B, N, Pm, K]) -> [B, N, d_model] trunk
+        inputs; the encoder reads (E[x] + sum_n E_ngram[bucket_n]) * sqrt(d_local) (`ngrams.py`)."""
         batch, n, pm = enc_ids.shape
         h = self.embed_bytes(enc_ids.reshape(batch * n, pm))
+        if self.ngram_embed is not None:
+            h = h + self.ngram_embed(enc_ngrams.reshape(batch * n, pm, -1)) * self.config.d_local ** 0.5
         return self.encoder(h, enc_valid.reshape(batch * n, pm)).view(batch, n, -1)
+
+    def patch_layout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PatchLayout:
+        """The patch layout of a batch (`patching.make_layout`), with this model's entropy table."""
+        return make_layout(input_ids, attention_mask, self.config, getattr(self, "entropy_table", None))
+
+    def fit_entropy_patching(self, train_ids) -> None:
+        """patching: entropy: fit the small byte model's table on a 1-D stream of train ids."""
+        from stlm_selfplay.model.entropy import fit_entropy_table
+
+        with torch.no_grad():
+            self.entropy_table.copy_(fit_entropy_table(train_ids))
+
+    def encode_layout(self, layout: PatchLayout) -> torch.Tensor:
+        """A layout's patches -> trunk inputs [B, N_enc, d_model]."""
+        return self.encode_patches(layout.enc_ids, layout.enc_valid, layout.enc_ngrams)
 
     def condition(self, trunk_state: torch.Tensor) -> torch.Tensor:
         """The decoder condition of the patch after a trunk state: c = W_c norm(s)."""
@@ -354,8 +393,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if self.training and self.config.layer_dropout > 0:
             step, total = train_progress if train_progress is not None else (None, 1)
             drop = layer_dropout_rates(step, total, n_layers, self.config.layer_dropout)
-        layout = make_layout(input_ids, attention_mask, self.config)
-        patches = self.encode_patches(layout.enc_ids, layout.enc_valid)
+        layout = self.patch_layout(input_ids, attention_mask)
+        patches = self.encode_layout(layout)
         positions = torch.arange(patches.shape[1], device=patches.device)[None]
         routes = [] if output_router_logits else None
         state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits), drop_rates=drop,
@@ -392,6 +431,6 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         c = self.config
         trunk = [LayerCache(batch, c.n_kv_heads, c.max_patches, c.d_model // c.n_heads, device, dtype)
                  for _ in range(c.n_layers)]
-        dec = [LayerCache(batch, c.local_heads, 2 * c.max_patch, c.d_local // c.local_heads, device, dtype)
+        dec = [LayerCache(batch, c.local_heads, c.dec_window, c.d_local // c.local_heads, device, dtype)
                for _ in range(c.n_local_decoder_layers)]
         return trunk, dec

@@ -7,14 +7,17 @@ position u-1 (predicting x[u]) is computed from x'[..u]. pid(u) is the patch of 
 (u = T is the hypothetical next byte), j(u) = u - start(pid(u)) its slot, len(m) patch m's length.
 
 - encoder grid  [B, N_enc, Pm]:  enc[pid(t), j(t)] = x[t]                       (t < T)
-- decoder window [B, N_dec, 2Pm]: win[pid(u), Pm + j(u)] = x'[u]                 (current patch)
+- decoder window [B, N_dec, C+Pm]: win[pid(u), C + j(u)] = x'[u]                (current patch)
                                  win[pid(u) + 1, Pm - len(pid(u)) + j(u)] = x'[u] (as the next
-                                 patch's context: the previous patch, right-aligned)
-- logits of position u-1 are read at win[pid(u), Pm + j(u)].
-Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic).
+                                 patch's context: the previous patch, right-aligned; C > 0 only)
+- logits of position u-1 are read at win[pid(u), C + j(u)].
+Empty slots hold PAD. Pm = patch_size (fixed) or max_patch_size (dynamic); C = config.dec_context
+(Pm, or 0 when `decoder_context` is off: windows hold the current patch only).
 
 Dynamic boundaries: a patch ends after byte b when len >= min_patch_size and b is whitespace,
-ASCII punctuation or a special token, or when len == max_patch_size.
+ASCII punctuation or a special token, or when len == max_patch_size. Entropy boundaries
+(`entropy.py`): the same rule with "b is a boundary" replaced by a per-position test, the next
+byte's entropy under a small byte model above a threshold.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from stlm_selfplay.model.entropy import entropy_boundaries
+from stlm_selfplay.model.ngrams import row_ngram_buckets
 from stlm_selfplay.model.tokenizer import BOS_ID, NUM_BYTES, PAD_ID, VOCAB_SIZE
 
 _BOUNDARY = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
@@ -63,17 +68,20 @@ def unalign(values: torch.Tensor, offsets: torch.Tensor | None, fill=0) -> torch
     return out.masked_fill(~keep, fill)
 
 
-def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+def dynamic_patch_ids(ids: torch.Tensor, min_size: int, max_size: int,
+                      boundary: torch.Tensor | None = None) -> torch.Tensor:
     """pid [B, T+1] for x[0..T-1] and the next byte (column T), by the dynamic rule (a scan in
-    plain Python: one pass per row, faster than T small tensor ops)."""
-    boundary = _BOUNDARY.tolist()
+    plain Python: one pass per row, faster than T small tensor ops). `boundary` [B, T] bool
+    replaces the whitespace/punctuation test per position (entropy patching)."""
+    table = _BOUNDARY.tolist()
+    flags = boundary.tolist() if boundary is not None else [[table[b] for b in row] for row in ids.tolist()]
     rows = []
-    for row in ids.tolist():
+    for row in flags:
         pid, cur, run = [], 0, 0
-        for byte in row:
+        for is_boundary in row:
             pid.append(cur)
             run += 1
-            if run >= max_size or (run >= min_size and boundary[byte]):
+            if run >= max_size or (run >= min_size and is_boundary):
                 cur, run = cur + 1, 0
         rows.append(pid + [cur])
     return torch.tensor(rows, dtype=torch.long, device=ids.device).view(ids.shape[0], ids.shape[1] + 1)
@@ -87,10 +95,11 @@ class PatchLayout:
     offsets: torch.Tensor | None  # [B] leading pads removed from each row (None: no padding)
     enc_ids: torch.Tensor  # [B, N_enc, Pm] bytes of each patch, PAD-filled
     enc_valid: torch.Tensor  # [B, N_enc, Pm] bool: slot holds a byte of the patch
-    dec_ids: torch.Tensor  # [B, N_dec, 2Pm] decoder window ids (previous + current patch)
+    dec_ids: torch.Tensor  # [B, N_dec, C+Pm] decoder window ids (previous + current patch)
     read_all: torch.Tensor  # [B, T+1] flat index into [N_dec * 2Pm] of the prediction of x[u]
     byte_patch: torch.Tensor  # [B, T+1] pid(u): patch of x[u] (aligned; u = T is the next byte)
     patch_ids: torch.Tensor  # [B, T] patch of each input byte (input coordinates), -1 for pads
+    enc_ngrams: torch.Tensor | None = None  # [B, N_enc, Pm, K] n-gram bucket ids of each patch byte (ngrams.py)
 
     @property
     def read_index(self) -> torch.Tensor:
@@ -102,8 +111,10 @@ class PatchLayout:
         return self.enc_ids.shape[1]
 
 
-def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config) -> PatchLayout:
-    """Build the grids of the module docstring for fixed or dynamic patching."""
+def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config,
+                entropy_table: torch.Tensor | None = None) -> PatchLayout:
+    """Build the grids of the module docstring for fixed, dynamic or entropy patching (which
+    reads the model's `entropy_table`)."""
     ids, offsets = left_align(input_ids, attention_mask)
     batch, length = ids.shape
     device = ids.device
@@ -115,7 +126,10 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
         n_enc, n_dec = -(-length // pm), length // pm + 1
         patch_len = torch.full((batch, n_dec), pm, device=device)
     else:
-        pid = dynamic_patch_ids(ids, config.min_patch_size, config.max_patch_size)
+        boundary = None
+        if config.patching == "entropy":
+            boundary = entropy_boundaries(ids, entropy_table, config.entropy_threshold)
+        pid = dynamic_patch_ids(ids, config.min_patch_size, config.max_patch_size, boundary)
         n_dec = int(pid[:, -1].max()) + 1
         n_enc = int(pid[:, -2].max()) + 1 if length else 0
         first = torch.full((batch, n_dec), length + 1, device=device, dtype=torch.long)
@@ -130,16 +144,25 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
     enc_ids = enc_flat.view(batch, n_enc, pm)
     enc_valid = torch.zeros(batch, n_enc * pm, device=device, dtype=torch.bool).scatter(
         1, enc_pos, torch.ones_like(enc_pos, dtype=torch.bool)).view(batch, n_enc, pm)
+    enc_ngrams = None
+    if config.ngram_max:  # the n-gram buckets of x[t] go where x[t] goes; empty slots get bucket 0
+        hashes = row_ngram_buckets(ids, config.ngram_max, config.ngram_buckets)
+        k = hashes.shape[-1]
+        enc_ngrams = torch.zeros(batch, n_enc * pm, k, device=device, dtype=torch.long).scatter(
+            1, enc_pos[..., None].expand(-1, -1, k), hashes).view(batch, n_enc, pm, k)
     # decoder windows from x'[u], u <= T
     shifted = torch.cat([torch.full((batch, 1), BOS_ID, device=device, dtype=ids.dtype), ids], dim=1)
-    width = 2 * pm
-    cur_pos = (pid * width + pm + slot).expand(batch, -1)
-    own_len = patch_len.gather(1, pid.expand(batch, -1))
-    ctx_pos = (pid + 1) * width + pm - own_len + slot
+    ctx = config.dec_context
+    width = ctx + pm
+    cur_pos = (pid * width + ctx + slot).expand(batch, -1)
     dec_flat = torch.full((batch, (n_dec + 1) * width), PAD_ID, device=device, dtype=ids.dtype)
-    dec_flat = dec_flat.scatter(1, cur_pos, shifted).scatter(1, ctx_pos, shifted)
+    dec_flat = dec_flat.scatter(1, cur_pos, shifted)
+    if ctx:
+        own_len = patch_len.gather(1, pid.expand(batch, -1))
+        dec_flat = dec_flat.scatter(1, (pid + 1) * width + pm - own_len + slot, shifted)
     dec_ids = dec_flat[:, : n_dec * width].view(batch, n_dec, width)
     patch_ids = unalign(pid[:, :length].expand(batch, -1).contiguous(), offsets, fill=-1)
     if attention_mask is not None:
         patch_ids = patch_ids.masked_fill(attention_mask == 0, -1)
-    return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids)
+    return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids,
+                       enc_ngrams)

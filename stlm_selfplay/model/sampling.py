@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from stlm_selfplay.model.decoding import DecodeState
-from stlm_selfplay.model.patching import make_layout
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, NUM_BYTES, PAD_ID, encode_bytes
 
 StopReason = Literal["stop", "length", "eos"]
@@ -119,8 +118,8 @@ def next_byte_logits(model, ids: torch.Tensor, mask: torch.Tensor, layers: range
     """[B, T+1, V] (input coordinates): entry u is the distribution of ids[:, u], entry T the
     next byte; the first real byte of a row is predicted from BOS alone. `layers`: the trunk
     layers to run (an early exit), all by default."""
-    layout = make_layout(ids, mask, model.config)
-    patches = model.encode_patches(layout.enc_ids, layout.enc_valid)
+    layout = model.patch_layout(ids, mask)
+    patches = model.encode_layout(layout)
     state, _ = model.trunk(patches, torch.arange(patches.shape[1], device=ids.device)[None], layers=layers)
     return model.logits_from_trunk(state, layout, include_first=True)
 

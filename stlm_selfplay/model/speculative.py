@@ -110,12 +110,12 @@ def _verify(model, state: DecodeState, closes: list[_Close], segments: list[_Seg
     conds = model.condition(full[0])
     if not segments:
         return conds, []
-    pm = state.pm
+    ctx = state.ctx
     windows = torch.stack([s.window for s in segments])
     slots = torch.arange(windows.shape[1], device=windows.device)[None]
     hidden = model.decoder(model.embed_bytes(windows), conds[: len(segments)], slots)
     logits = model.head(hidden).float()
-    return conds, [logits[i, pm: pm + len(s.targets)] for i, s in enumerate(segments)]
+    return conds, [logits[i, ctx: ctx + len(s.targets)] for i, s in enumerate(segments)]
 
 
 def _one(model, ids: list[int], max_new: int, stops: list[bytes], exit_layer: int, draft_patches: int,

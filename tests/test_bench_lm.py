@@ -1,0 +1,39 @@
+"""bench_lm --quick: every variant (plain, pooled, BPE) runs, each in its own process, and the
+BPE baseline is scored over the same val bytes; the stdlib corpus states what it read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lm.py"
+
+
+def _quick(tmp_path, *extra) -> dict:
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--json-only", *extra], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"benchmark"')))
+
+
+def test_quick_runs_plain_pooled_and_bpe_each_in_a_fresh_process(tmp_path):
+    payload = _quick(tmp_path)
+    labels = [row["variant"][:3] for row in payload["rows"]]
+    assert labels == ["(b)", "(c)", "(d)"]
+    pids = [run["pid"] for runs in payload["per_seed"].values() for run in runs]
+    assert len(set(pids)) == 3 and payload["pid"] not in pids
+    for row in payload["rows"]:
+        assert 0 < row["nats_per_byte"] < 20 and row["steps"] > 0
+    bpe = payload["bpe"]
+    assert payload["rows"][2]["val_bytes"] == bpe["val_bytes"] and bpe["vocab"] <= 384
+    # the pooled model's embedding + head is the byte table; the BPE model's is vocab x d_model
+    assert payload["rows"][2]["embedding_head_params"] == bpe["vocab"] * payload["settings"]["d"]["model"]["d_model"]
+
+
+def test_quick_on_the_standard_library_states_what_it_read(tmp_path):
+    payload = _quick(tmp_path, "--data", "stdlib", "--variants", "c")
+    corpus = payload["corpus"]
+    assert corpus["corpus"] == "python standard library" and corpus["train_files"] == 40
+    assert "argparse.py" in corpus["val_files"] and corpus["val_bytes"] > 100_000

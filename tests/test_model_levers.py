@@ -1,0 +1,155 @@
+"""Model levers of issue 14 (STLMConfig options, off by default): hashed byte n-gram embeddings,
+ReLU-squared FFN, zero-initialised output projections, logit soft-cap; each is exact in training,
+the KV-cached sampler and the scorer, and counted by flops_per_byte."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _model_fixtures import small_config, text_bytes, train_steps
+
+from stlm_selfplay.model import STLMForCausalLM, flops_per_byte, generate, score
+from stlm_selfplay.model.ngrams import BEFORE, HASH_BASE, HASH_MOD, row_ngram_buckets
+from stlm_selfplay.model.patching import make_layout
+from stlm_selfplay.model.sampling import next_byte_logits
+
+PROMPTS = [b"", b"ROMEO:", b"First Citizen:\nBefore we proceed", b"the ", b"O", b"What say you, my lord? "]
+
+
+def _hand_bucket(ids: list[int], t: int, n: int, buckets: int) -> int:
+    """hash_n(t) = sum_i (x[t-i] + 1) A^i mod M, x[<0] = BEFORE; then mod buckets + (n-3) buckets."""
+    h = sum(((ids[t - i] if t - i >= 0 else BEFORE) + 1) * HASH_BASE ** i for i in range(n)) % HASH_MOD
+    return h % buckets + (n - 3) * buckets
+
+
+def test_ngram_buckets_equal_the_hand_formula_and_do_not_depend_on_later_bytes():
+    ids = list(b"hello, world")
+    got = row_ngram_buckets(torch.tensor([ids]), 5, 97)
+    assert got.shape == (1, len(ids), 3)
+    for t in range(len(ids)):
+        assert got[0, t].tolist() == [_hand_bucket(ids, t, n, 97) for n in (3, 4, 5)]
+    prefix = row_ngram_buckets(torch.tensor([ids[:7]]), 5, 97)
+    assert torch.equal(prefix[0], got[0, :7])  # causal: a byte's n-grams see only earlier bytes
+    assert torch.equal(row_ngram_buckets(torch.tensor([ids]), 5, 97), got)  # deterministic
+
+
+def test_layout_places_each_byte_ngrams_where_the_byte_goes_and_left_padding_changes_nothing():
+    config = small_config(ngram_max=4, ngram_buckets=50)
+    ids = torch.tensor([list(b"abcdefghij")])
+    layout = make_layout(ids, None, config)
+    hashes = row_ngram_buckets(ids, 4, 50)[0]
+    for t in range(10):
+        assert layout.enc_ngrams[0, t // 4, t % 4].tolist() == hashes[t].tolist()
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 10, dtype=torch.long)], dim=1)
+    shifted = make_layout(padded, mask, config).enc_ngrams[:, :3]
+    valid = layout.enc_valid[..., None].expand_as(shifted)  # real bytes' slots (pads moved to the end differ)
+    assert torch.equal(shifted[valid], layout.enc_ngrams[valid])
+
+
+def _trained(**overrides) -> STLMForCausalLM:
+    torch.manual_seed(0)
+    model = STLMForCausalLM(small_config(**overrides))
+    train_steps(model, text_bytes(50_000), 30, seq_len=64, batch=8)
+    return model
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(ngram_max=8, ngram_buckets=512),
+    dict(ngram_max=6, ngram_buckets=256, patching="dynamic"),
+    dict(mlp="relu2", zero_init_proj=True, logit_softcap=15.0),
+    dict(decoder_context=False, ngram_max=4),
+    dict(decoder_context=False, patching="dynamic"),
+])
+def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
+    """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
+    sampled text returns the sampler's log-probs (temperature 1)."""
+    model = _trained(**overrides)
+    fast = generate(model, PROMPTS, 40, generator=torch.Generator().manual_seed(1))
+    slow = generate(model, PROMPTS, 40, generator=torch.Generator().manual_seed(1), use_cache=False)
+    for a, b in zip(fast, slow):
+        assert a.text == b.text
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=1e-5, atol=1e-5)
+    done = [(p, c) for p, c in zip(PROMPTS, fast) if c.stop_reason == "length"]
+    scored = score(model, [p for p, _ in done], [c.text for _, c in done])
+    for (_, c), s in zip(done, scored):
+        torch.testing.assert_close(s, torch.tensor(c.logprobs), rtol=1e-5, atol=1e-5)
+
+
+def test_ngram_embeddings_change_the_patches_and_the_training_loss_uses_them():
+    model = _trained(ngram_max=5, ngram_buckets=64)
+    ids = torch.tensor([list(b"to be or not to be")])
+    with torch.no_grad():
+        base = next_byte_logits(model, ids, torch.ones_like(ids))
+        model.ngram_embed.table.weight.zero_()
+        assert not torch.allclose(next_byte_logits(model, ids, torch.ones_like(ids)), base, atol=1e-4)
+    fresh = STLMForCausalLM(small_config(ngram_max=5, ngram_buckets=64))
+    fresh(ids, labels=ids).loss.backward()
+    assert fresh.ngram_embed.table.weight.grad.abs().sum() > 0
+
+
+def test_decoder_windows_without_context_hold_only_the_current_patch():
+    """x = "abcdefg", P = 4: windows of x' = [BOS] + x; without context window m is x'[4m..4m+3]."""
+    ids = torch.tensor([list(b"abcdefg")])
+    a = ord("a")
+    bos, pad = 257, 256
+    with_ctx = make_layout(ids, None, small_config()).dec_ids[0].tolist()
+    without = make_layout(ids, None, small_config(decoder_context=False)).dec_ids[0].tolist()
+    assert without == [[bos, a, a + 1, a + 2], [a + 3, a + 4, a + 5, a + 6]]
+    assert with_ctx == [[pad] * 4 + without[0], without[0] + without[1]]
+
+
+def test_relu2_zero_init_and_softcap_do_what_they_say():
+    model = STLMForCausalLM(small_config(mlp="relu2", zero_init_proj=True, logit_softcap=2.0))
+    block = model.trunk.layers[0]
+    assert not hasattr(block.ffn, "w_gate_up") and block.ffn.w_up.weight.shape == (128, 64)
+    x = torch.randn(3, 64)
+    assert torch.allclose(block.ffn(x), block.ffn.w_down(torch.relu(block.ffn.w_up(x)) ** 2))
+    for b in [*model.trunk.layers, *model.encoder.layers, *model.decoder.layers]:
+        assert b.attn.wo.weight.abs().sum() == 0 and b.ffn.w_down.weight.abs().sum() == 0
+    with torch.no_grad():
+        model.byte_embed.weight.mul_(1000)  # huge raw logits
+    hidden = torch.randn(2, 32)
+    raw = hidden @ model.byte_embed.weight.T
+    capped = model.head(hidden)[:, :256]
+    assert torch.allclose(capped, 2.0 * torch.tanh(raw[:, :256] / 2.0)) and capped.abs().max() <= 2.0
+
+
+def test_flops_per_byte_counts_each_option_by_hand():
+    base = small_config()
+    f0 = flops_per_byte(base)
+    # n-grams: K = 6 tables (n = 3..8), one add of d_local per table and byte, x3 (fwd + bwd)
+    assert flops_per_byte(small_config(ngram_max=8)) == pytest.approx(f0 + 3 * 6 * 32)
+    # soft-cap: 3 elementwise ops per logit, x3; counted once per decoder pass
+    assert flops_per_byte(small_config(logit_softcap=30.0)) == pytest.approx(f0 + 9 * 259)
+    # relu2 drops the gate matrix: trunk d*f per layer (2 layers, per patch of 4 bytes), local d_l*f_l per block
+    f_local = base.local_ff
+    saved = 6 * 2 * 64 * 128 / 4 + 6 * 1 * 32 * f_local + 2 * 6 * 1 * 32 * f_local
+    assert flops_per_byte(small_config(mlp="relu2")) == pytest.approx(f0 - saved)
+    assert flops_per_byte(small_config(zero_init_proj=True)) == f0
+    # no decoder context: one window slot per byte (not two), attention over 4 + 1 (not 8 + 1) slots
+    m_dec = 32 * 32 * 2 + 32 * 32 * 2 + 3 * 32 * f_local  # wq + wkv (2 kv heads of 16 = 32) + wo + SwiGLU
+    dec = lambda slots_per_byte, w: slots_per_byte * (6 * m_dec + 6 * 32 * (w + 1))
+    assert flops_per_byte(small_config(decoder_context=False)) == pytest.approx(f0 - dec(2, 8) + dec(1, 4))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(mlp="gelu"), "mlp"), (dict(ngram_max=2), "ngram_max"), (dict(logit_softcap=-1.0), "logit_softcap"),
+    (dict(mlp="relu2", share_ffn=True), "mlp"),
+])
+def test_bad_option_values_name_the_field(bad, match):
+    with pytest.raises(ValueError, match=match):
+        small_config(**bad)
+
+
+@pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic")])
+def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides):
+    from stlm_selfplay.model.speculative import speculative_generate
+
+    model = _trained(**overrides).eval()
+    prompts = [b"hello there", b"The quick brown fox "]
+    full = generate(model, prompts, 40, greedy=True)
+    spec, stats = speculative_generate(model, prompts, 40, exit_layer=0, draft_patches=2)
+    assert [c.text for c in spec] == [c.text for c in full] and stats.drafted > 10
+    for a, b in zip(spec, full):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
