@@ -65,3 +65,14 @@ def trained_model(patching: str = "fixed", steps: int = 50) -> STLMForCausalLM:
     model = STLMForCausalLM(small_config(**extra))
     train_steps(model, text_bytes(), steps)
     return model
+
+
+def save_untrained_tiny(folder: Path) -> Path:
+    """A seeded, untrained tiny STLM (width 32, one layer, P=2) saved as a Hugging Face folder;
+    the caller's global RNG is left as it was."""
+    config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
+                        patch_size=2, max_seq_len=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        STLMForCausalLM(config).save_pretrained(str(folder))
+    return folder

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from stlm_selfplay.cli import main
 from stlm_selfplay.envs import make
-from stlm_selfplay.model import STLMConfig, STLMForCausalLM
+from _model_fixtures import save_untrained_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = str(REPO / "configs" / "pretrain" / "shakespeare-tiny.yaml")
@@ -31,13 +30,7 @@ LONG = "x" * 5000
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A seeded, untrained tiny STLM saved as a Hugging Face folder."""
-    folder = tmp_path_factory.mktemp("bad-input") / "model"
-    config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                        patch_size=2, max_seq_len=64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        STLMForCausalLM(config).save_pretrained(str(folder))
-    return folder
+    return save_untrained_tiny(tmp_path_factory.mktemp("bad-input") / "model")
 
 
 def stlm(*args: str, stdin: bytes | None = None, cwd: Path) -> subprocess.CompletedProcess:

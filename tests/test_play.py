@@ -13,11 +13,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from stlm_selfplay.cli import main
 from stlm_selfplay.envs import make
-from stlm_selfplay.model import STLMConfig, STLMForCausalLM
+from _model_fixtures import save_untrained_tiny
 
 MOVE = re.compile(r"^(you|model) \((x|o)\) plays? (\d)$", re.M)
 RESULT = {"win": "You win.", "draw": "Draw.", "loss": "The model wins."}
@@ -27,13 +26,7 @@ BOARD_HEADER = "Three in a row wins. Board (numbers are free cells):"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A seeded, untrained tiny STLM saved as a Hugging Face folder."""
-    folder = tmp_path_factory.mktemp("play") / "model"
-    config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                        patch_size=2, max_seq_len=64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        STLMForCausalLM(config).save_pretrained(str(folder))
-    return folder
+    return save_untrained_tiny(tmp_path_factory.mktemp("play") / "model")
 
 
 def play(model_dir, stdin: str, *args: str, capsys, monkeypatch) -> tuple[int, str, str]:
