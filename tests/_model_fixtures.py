@@ -76,3 +76,18 @@ def save_untrained_tiny(folder: Path) -> Path:
         torch.manual_seed(0)
         STLMForCausalLM(config).save_pretrained(str(folder))
     return folder
+
+
+def assert_cached_sampler_matches(model, prompts: list[bytes], seed: int, new_bytes: int = 40) -> None:
+    """The KV-cached sampler == the uncached full forward (same text, log-probs to 1e-5), and
+    `score` of each full-length sample returns the sampler's log-probs (temperature 1)."""
+    from stlm_selfplay.model import generate, score
+
+    fast = generate(model, prompts, new_bytes, generator=torch.Generator().manual_seed(seed))
+    slow = generate(model, prompts, new_bytes, generator=torch.Generator().manual_seed(seed), use_cache=False)
+    for a, b in zip(fast, slow):
+        assert a.text == b.text
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=1e-5, atol=1e-5)
+    done = [(p, c) for p, c in zip(prompts, fast) if c.stop_reason == "length"]
+    for (_, c), s in zip(done, score(model, [p for p, _ in done], [c.text for _, c in done])):
+        torch.testing.assert_close(s, torch.tensor(c.logprobs), rtol=1e-5, atol=1e-5)

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import torch
-from _model_fixtures import small_config, text_bytes, train_steps
+from _model_fixtures import assert_cached_sampler_matches, small_config, text_bytes, train_steps
 
-from stlm_selfplay.model import STLMForCausalLM, generate, score
+from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.model.entropy import entropy_boundaries, fit_entropy_table
 from stlm_selfplay.model.tokenizer import BOS_ID, VOCAB_SIZE
 
@@ -58,14 +58,7 @@ def test_cached_sampler_equals_the_full_forward_and_the_scorer():
     assert 1.5 < sizes.float().mean() < 6  # the threshold makes patches of mixed lengths
     train_steps(model, data, 30, seq_len=64, batch=8)
     prompts = [b"", b"ROMEO:", b"First Citizen:\nBefore we proceed", b"the ", b"What say you, my lord? "]
-    fast = generate(model, prompts, 40, generator=torch.Generator().manual_seed(2))
-    slow = generate(model, prompts, 40, generator=torch.Generator().manual_seed(2), use_cache=False)
-    for a, b in zip(fast, slow):
-        assert a.text == b.text
-        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=1e-5, atol=1e-5)
-    done = [(p, c) for p, c in zip(prompts, fast) if c.stop_reason == "length"]
-    for (_, c), s in zip(done, score(model, [p for p, _ in done], [c.text for _, c in done])):
-        torch.testing.assert_close(s, torch.tensor(c.logprobs), rtol=1e-5, atol=1e-5)
+    assert_cached_sampler_matches(model, prompts, seed=2)
 
 
 def test_the_table_is_saved_with_the_model(tmp_path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _model_fixtures import small_config, text_bytes, train_steps
+from _model_fixtures import assert_cached_sampler_matches, small_config, text_bytes, train_steps
 
-from stlm_selfplay.model import STLMForCausalLM, flops_per_byte, generate, score
+from stlm_selfplay.model import STLMForCausalLM, flops_per_byte, generate
 from stlm_selfplay.model.ngrams import BEFORE, HASH_BASE, HASH_MOD, row_ngram_buckets
 from stlm_selfplay.model.patching import make_layout
 from stlm_selfplay.model.sampling import next_byte_logits
@@ -65,15 +65,7 @@ def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
     sampled text returns the sampler's log-probs (temperature 1)."""
     model = _trained(**overrides)
-    fast = generate(model, PROMPTS, 40, generator=torch.Generator().manual_seed(1))
-    slow = generate(model, PROMPTS, 40, generator=torch.Generator().manual_seed(1), use_cache=False)
-    for a, b in zip(fast, slow):
-        assert a.text == b.text
-        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), rtol=1e-5, atol=1e-5)
-    done = [(p, c) for p, c in zip(PROMPTS, fast) if c.stop_reason == "length"]
-    scored = score(model, [p for p, _ in done], [c.text for _, c in done])
-    for (_, c), s in zip(done, scored):
-        torch.testing.assert_close(s, torch.tensor(c.logprobs), rtol=1e-5, atol=1e-5)
+    assert_cached_sampler_matches(model, PROMPTS, seed=1)
 
 
 def test_ngram_embeddings_change_the_patches_and_the_training_loss_uses_them():
