@@ -107,6 +107,18 @@ def test_relu2_zero_init_and_softcap_do_what_they_say():
     assert torch.allclose(capped, 2.0 * torch.tanh(raw[:, :256] / 2.0)) and capped.abs().max() <= 2.0
 
 
+def test_logit_scale_multiplies_the_raw_logits_before_the_cap():
+    """z = m h E^T, then c tanh(z / c); m = 1 leaves the head exactly as before."""
+    torch.manual_seed(0)
+    plain = STLMForCausalLM(small_config())
+    scaled = STLMForCausalLM(small_config(logit_scale=4.0, logit_softcap=3.0))
+    scaled.load_state_dict(plain.state_dict())
+    hidden = torch.randn(2, 32)
+    raw = plain.head(hidden)[:, :256]
+    assert torch.equal(raw, (hidden @ plain.byte_embed.weight.T)[:, :256])
+    assert torch.allclose(scaled.head(hidden)[:, :256], 3.0 * torch.tanh(4.0 * raw / 3.0), atol=1e-6)
+
+
 def test_flops_per_byte_counts_each_option_by_hand():
     base = small_config()
     f0 = flops_per_byte(base)
@@ -114,6 +126,7 @@ def test_flops_per_byte_counts_each_option_by_hand():
     assert flops_per_byte(small_config(ngram_max=8)) == pytest.approx(f0 + 3 * 6 * 32)
     # soft-cap: 3 elementwise ops per logit, x3; counted once per decoder pass
     assert flops_per_byte(small_config(logit_softcap=30.0)) == pytest.approx(f0 + 9 * 259)
+    assert flops_per_byte(small_config(logit_scale=8.0)) == pytest.approx(f0 + 3 * 259)  # one multiply, x3
     # relu2 drops the gate matrix: trunk d*f per layer (2 layers, per patch of 4 bytes), local d_l*f_l per block
     f_local = base.local_ff
     saved = 6 * 2 * 64 * 128 / 4 + 6 * 1 * 32 * f_local + 2 * 6 * 1 * 32 * f_local
@@ -127,6 +140,7 @@ def test_flops_per_byte_counts_each_option_by_hand():
 
 @pytest.mark.parametrize("bad,match", [
     (dict(mlp="gelu"), "mlp"), (dict(ngram_max=2), "ngram_max"), (dict(logit_softcap=-1.0), "logit_softcap"),
+    (dict(logit_scale=0.0), "logit_scale"),
     (dict(mlp="relu2", share_ffn=True), "mlp"),
 ])
 def test_bad_option_values_name_the_field(bad, match):

@@ -77,6 +77,7 @@ class STLMConfig(PreTrainedConfig):
     initializer_range: float = 0.02  # std of the normal weight init
     zero_init_proj: bool = False  # attention output and FFN down projections of every block start at zero (modded-nanogpt)
     logit_softcap: float = 0.0  # c > 0: byte logits z -> c tanh(z / c) (Gemma 2, modded-nanogpt); 0 = off
+    logit_scale: float = 1.0  # m: byte logits z = m h.E (before the soft cap); m > 1 lifts the small initial logits (muP-style output multiplier); 1 = off
     # --- vocabulary (fixed by the byte tokenizer) ---
     vocab_size: int = VOCAB_SIZE  # 256 bytes + pad, bos, eos
     pad_token_id: int = PAD_ID
@@ -150,6 +151,7 @@ class STLMConfig(PreTrainedConfig):
         need(isinstance(self.decoder_context, bool), "decoder_context", "true | false")
         need(self.entropy_threshold >= 0, "entropy_threshold", "a float >= 0 (nats)")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
+        need(self.logit_scale > 0, "logit_scale", "a float > 0 (1 = off)")
         need(isinstance(self.patch_size, int) and self.patch_size >= 1, "patch_size", "an integer >= 1")
         need(isinstance(self.max_patch_size, int) and self.max_patch_size >= 1, "max_patch_size", "an integer >= 1")
         need(isinstance(self.min_patch_size, int) and 1 <= self.min_patch_size <= self.max_patch_size,

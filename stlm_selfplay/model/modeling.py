@@ -279,10 +279,12 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         return self.byte_embed.weight if self.lm_head is None else self.lm_head.weight
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Decoder hidden states -> logits over the vocabulary, soft-capped z -> c tanh(z / c) when
-        `logit_softcap` = c > 0; PAD and BOS, which the model never emits, get NEVER_EMITTED_LOGIT.
-        Every path to logits (training, sampling, scoring) uses it."""
+        """Decoder hidden states -> logits over the vocabulary, z = m h W^T (m = `logit_scale`),
+        soft-capped z -> c tanh(z / c) when `logit_softcap` = c > 0; PAD and BOS, which the model
+        never emits, get NEVER_EMITTED_LOGIT. Every path to logits (training, sampling, scoring) uses it."""
         logits = F.linear(hidden, self.head_weight().to(hidden.dtype))
+        if self.config.logit_scale != 1.0:
+            logits = logits * self.config.logit_scale
         cap = self.config.logit_softcap
         if cap:
             logits = cap * torch.tanh(logits / cap)
