@@ -85,9 +85,10 @@ def pretrained_model(work: Path, game: str, steps: int, quick: bool = False) -> 
 
 
 def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, episodes: int, seed: int,
-          games_per_update: int = 64, optimal_rate: bool = True) -> list[dict]:
+          games_per_update: int = 64, optimal_rate: bool = True, extra: list[str] = ()) -> list[dict]:
     """Self-play from `init` in chunks of `eval_every` updates until `minutes` of training time,
-    or until the recipe's `selfplay.updates` (a YAML recipe lays its schedules out over them)."""
+    or until the recipe's `selfplay.updates` (a YAML recipe lays its schedules out over them).
+    `extra`: config overrides applied last (`--set`)."""
     game, mode, bots, recipe = RUNS[name]
     overrides = ([] if recipe else generic_recipe(game, mode)) + [
                  f"run.out_dir={work}", f"run.name={name}", f"run.seed={seed}", "run.device=cpu", "run.cpu_threads=1",
@@ -95,7 +96,8 @@ def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, ep
                  "logging.progress=false", "optimizer.weight_decay=0.0",
                  f"selfplay.init_from={init}", f"selfplay.games_per_update={games_per_update}",
                  f"selfplay.eval.every={eval_every}", f"selfplay.eval.bots={bots}", f"selfplay.eval.episodes={episodes}",
-                 "selfplay.eval.ratings=false", f"selfplay.eval.optimal_rate={optimal_rate and game == 'tictactoe'}"]
+                 "selfplay.eval.ratings=false", f"selfplay.eval.optimal_rate={optimal_rate and game == 'tictactoe'}",
+                 *extra]
     cfg = load_config(REPO / recipe if recipe else None, overrides)
     trained, done = 0.0, 0
     while trained < minutes * 60 and done < cfg.selfplay.updates:
@@ -134,12 +136,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation games per bot per seat at each point")
     parser.add_argument("--final-episodes", type=int, default=500, help="games per seat vs minimax at the end")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
+                        help="model field over MODEL for pretraining, e.g. logit_scale=10 (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="self-play config override, e.g. selfplay.lr=3e-3 (repeatable)")
     args = parser.parse_args()
     if args.quick:
         # the plumbing only: one update per run, no optimal-move rate (one batched score of 4,520 positions)
         args.minutes, args.pretrain_steps, args.eval_every, args.episodes, args.final_episodes = 0.0001, 5, 1, 2, 2
         args.runs = "ttt-constrained,kuhn"
-    model = QUICK_MODEL if args.quick else MODEL
+    model = dict(QUICK_MODEL if args.quick else MODEL, **dict(item.split("=", 1) for item in args.model))
     torch.set_num_threads(1)  # the final matches run here; >1 thread thrashes on a shared machine
     rows, finals, started = [], {}, time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
@@ -148,7 +154,7 @@ def main() -> None:
             game = RUNS[name][0]
             init = pretrain_on_games(work, game, args.pretrain_steps, model, args.seed, 200 if args.quick else 5000)
             rows += curve(init, work, name, args.minutes, args.eval_every, args.episodes, args.seed,
-                          games_per_update=8 if args.quick else 64, optimal_rate=not args.quick)
+                          games_per_update=8 if args.quick else 64, optimal_rate=not args.quick, extra=args.set)
             if game == "tictactoe":
                 finals[name] = final_minimax(work, name, args.final_episodes, args.seed)
     last = {name: [r for r in rows if r["run"] == name][-1] for name in args.runs.split(",")}
