@@ -190,7 +190,11 @@ def fast_rate(model, boards, ids, mask, legal, head=None) -> float:
     return rate_from_probabilities(tables)["rate"]
 
 
-def run_variant(variant: Variant, seconds: float, seed: int, eval_every: float) -> dict:
+def run_variant(variant: Variant, seconds: float, seed: int, eval_every: float, steps: int = 0,
+                eval_steps: int = 0) -> dict:
+    """Train until `seconds` CPU-seconds, or, when `steps` > 0, until `steps` optimiser steps (the
+    result then does not depend on the machine's load); a curve point every `eval_every` CPU-s,
+    or every `eval_steps` steps when that is > 0."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = STLMForCausalLM(load_preset(variant.preset, **(variant.model or {})))
@@ -204,13 +208,17 @@ def run_variant(variant: Variant, seconds: float, seed: int, eval_every: float) 
     all_ids, all_mask, all_legal = encode(boards, variant.prompt)
     curve, step, train_time, next_eval = [], 0, 0.0, 0.0
     start0 = time.process_time()
+    def done() -> bool:
+        return step >= steps if steps > 0 else train_time >= seconds
+
     while True:
-        if train_time >= next_eval or train_time >= seconds:
+        due = step % eval_steps == 0 if eval_steps > 0 else train_time >= next_eval
+        if due or done():
             rate = fast_rate(model, boards, all_ids, all_mask, all_legal, head)
             curve.append({"step": step, "cpu_s": round(train_time, 1), "digit_rate": round(rate, 4)})
             next_eval += eval_every
             print(json.dumps({"variant": variant.name, **curve[-1]}), file=sys.stderr, flush=True)
-            if train_time >= seconds:
+            if done():
                 break
         t0 = time.process_time()
         if variant.curriculum == "endgame":
@@ -248,6 +256,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=300.0, help="training CPU-seconds per variant")
     ap.add_argument("--eval-every", type=float, default=30.0, help="CPU-seconds between curve points")
     ap.add_argument("--seeds", default="0", help="comma list of seeds")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="train for this many optimiser steps instead of --seconds (load-independent result)")
+    ap.add_argument("--eval-steps", type=int, default=0, help="steps between curve points (instead of --eval-every)")
     ap.add_argument("--set", action="append", default=[], help="variant override, e.g. lr=1e-3 or model.n_layers=2")
     ap.add_argument("--quick", action="store_true", help="a few seconds per variant (CI smoke)")
     ap.add_argument("--json-only", action="store_true")
@@ -267,11 +278,11 @@ def main(argv=None) -> int:
                     v.model[key[6:]] = value
                 else:
                     setattr(v, key, value)
-            results.append({**run_variant(v, args.seconds, seed, args.eval_every), "seed": seed})
+            results.append({**run_variant(v, args.seconds, seed, args.eval_every, args.steps, args.eval_steps), "seed": seed})
     rows = [{k: v for k, v in r.items() if k != "curve"} for r in results]
     best = max((r["final_digit_rate"] for r in results), default=0.0)
     report("bench_supervised", rows, args=args, goals={"best_digit_rate": (best, 0.99)},
-           extra={"seconds": args.seconds, "curves": {f"{r['variant']}/{r['seed']}": r["curve"] for r in results}})
+           extra={"seconds": args.seconds, "steps": args.steps, "curves": {f"{r['variant']}/{r['seed']}": r["curve"] for r in results}})
     return 0
 
 

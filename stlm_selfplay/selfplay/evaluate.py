@@ -13,7 +13,7 @@ the names of the metrics it logs. The self-play loop, `stlm run`'s before/after 
 Exact metrics are a registry keyed by game: a game with one is its file in envs/, its metric
 here (`@exact_metric("game", names=..., enabled_by=...)`), and nothing else.
 
-    tictactoe_optimal_rate(model)   one batched `score` over the legal actions of all 4,520
+    tictactoe_optimal_rate(model)   one batched `score_choices` over the legal actions of all 4,520
            positions; pi = softmax over each position's summed action log-probs (temperature 1);
            rate = mean_pos pi(optimal moves), greedy = mean_pos [argmax pi is optimal]
     kuhn_table(model)               pi over {check, bet} / {call, fold} at the 12 information states
@@ -36,7 +36,7 @@ from stlm_selfplay.envs.evaluation import (KUHN_INFO_STATES, SeatRecord, kuhn_ex
 from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.selfplay.opponents import LEARNER
 from stlm_selfplay.envs.formats import format_action
-from stlm_selfplay.model import score
+from stlm_selfplay.model.choices import score_choices
 from stlm_selfplay.registry import Registry
 from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy, RolloutRandom, constrained_distribution
 from stlm_selfplay.selfplay.rollout import EpisodeSpec, play
@@ -129,14 +129,14 @@ def match_metrics(game: str, results: dict) -> dict[str, float]:
     return out
 
 
-def constrained_probs(model, games: Sequence, temperature: float = 1.0, batch_size: int = 512) -> list[dict[str, float]]:
-    """{action: pi(action)} for each game's player to move, from ONE batched `score` call over
-    every (prompt, legal action) pair (rows of `batch_size`; ModelPolicy's rollout calls use 64)."""
+def constrained_probs(model, games: Sequence, temperature: float = 1.0, batch_size: int = 64) -> list[dict[str, float]]:
+    """{action: pi(action)} for each game's player to move, from ONE batched `score_choices` call
+    (each prompt read once, its legal actions scored from the cache; `batch_size` prompts a pass)."""
     prompts = ModelPolicy(model).prompts(games, [g.current_player for g in games])
     actions = [g.legal_actions() for g in games]
-    contexts = [p for p, acts in zip(prompts, actions) for _ in acts]
-    logps = score(model, contexts, [format_action(a).encode() for acts in actions for a in acts], batch_size=batch_size)
-    sums = torch.tensor([float(lp.sum()) for lp in logps], dtype=torch.float64)
+    logps = score_choices(model, prompts, [[format_action(a).encode() for a in acts] for acts in actions],
+                          batch_size=batch_size)
+    sums = torch.tensor([float(lp.sum()) for row in logps for lp in row], dtype=torch.float64)
     out, start = [], 0
     for acts in actions:
         probs = constrained_distribution(sums[start:start + len(acts)], temperature)

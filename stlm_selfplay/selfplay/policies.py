@@ -3,7 +3,8 @@
 Every policy answers `act(games, players, gen) -> list[Decision]` for a list of games waiting on
 it, so the rollout engine can serve all of a policy's games with one model call per tick.
 
-Constrained choice (one batched `score` call over every legal action of every waiting game):
+Constrained choice (one batched `score_choices` call: each waiting game's prompt read once, every
+legal action scored from its KV cache; equal to `score` on each (prompt, action) pair):
 
     s(a)     = sum over the bytes of format_action(a) of log p(byte | prompt, earlier bytes)
     pi(a)    = softmax_a( s(a) / tau )                  over the game's legal actions
@@ -23,7 +24,8 @@ import torch
 
 from stlm_selfplay.envs import make_player
 from stlm_selfplay.envs.formats import format_action, format_prompt
-from stlm_selfplay.model import generate, score
+from stlm_selfplay.model import generate
+from stlm_selfplay.model.choices import score_choices
 
 
 @dataclass
@@ -97,9 +99,8 @@ class ModelPolicy:
 
     def _constrained(self, games, players, prompts, gen) -> list[Decision]:
         candidates = [[format_action(a).encode() for a in g.legal_actions(p)] for g, p in zip(games, players)]
-        contexts = [pr for pr, cands in zip(prompts, candidates) for _ in cands]
-        conts = [c for cands in candidates for c in cands]
-        sums = torch.tensor([float(lp.sum()) for lp in score(self.model, contexts, conts)], dtype=torch.float64)
+        scores = score_choices(self.model, prompts, candidates)
+        sums = torch.tensor([float(lp.sum()) for row in scores for lp in row], dtype=torch.float64)
         decisions, start = [], 0
         for cands in candidates:
             s = sums[start:start + len(cands)]
