@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from _model_fixtures import small_config
 from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.objectives import Batch, build_objective
+from stlm_selfplay.objectives.value import explained_variance
 from stlm_selfplay.runs import load_model
 
 
@@ -81,3 +83,37 @@ def test_save_load_round_trip_is_exact(tmp_path):
     ids, mask = ragged_batch()
     with torch.no_grad():
         assert torch.equal(state_values(model, ids, mask), state_values(loaded, ids, mask))
+
+
+@pytest.mark.parametrize("epsilon", [0.2, 0.0, None])
+def test_value_loss_equals_its_formula_on_a_hand_example(epsilon):
+    values = torch.tensor([0.5, -0.2, 1.0], requires_grad=True)
+    batch = Batch(input_ids=torch.zeros(3, 2, dtype=torch.long),
+                  extras={"values": values, "returns": torch.tensor([1.0, -1.0, 0.0]),
+                          "old_values": torch.tensor([0.0, 0.0, 0.9])})
+    objective, weight = build_objective({"name": "value", "weight": 0.5, "epsilon": epsilon})
+    assert weight == 0.5
+    out = objective(None, batch)
+    out.loss.backward()
+    if epsilon:
+        # unclipped (V - R)^2 = 0.25, 0.64, 1.0; V - V_old = 0.5, -0.2, 0.1 clipped to 0.2, -0.2, 0.1:
+        # (V_old + clip - R)^2 = (0.2 - 1)^2 = 0.64, 0.64, 1.0; max = 0.64, 0.64, 1.0 -> 0.5 * 2.28 / 3
+        assert out.loss.item() == pytest.approx(0.38, abs=1e-6)
+        assert out.metrics["clip_frac"] == pytest.approx(1 / 3)
+        # turn 0 is held by the clip (no gradient); the others: (V - R) / 3
+        np.testing.assert_allclose(values.grad.numpy(), [0.0, 0.8 / 3, 1 / 3], atol=1e-6)
+    else:
+        assert out.loss.item() == pytest.approx(0.5 * 1.89 / 3, abs=1e-6)  # 0.5 mean (V - R)^2
+        assert out.metrics["clip_frac"] == 0.0
+        np.testing.assert_allclose(values.grad.numpy(), [-0.5 / 3, 0.8 / 3, 1 / 3], atol=1e-6)
+    assert out.metrics["value_mean"] == pytest.approx(1.3 / 3)
+
+
+def test_explained_variance_and_value_loss_needs_its_inputs():
+    returns = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert explained_variance(returns, returns) == 1.0
+    assert explained_variance(returns, torch.zeros(4)) == 0.0
+    # R - V = 0.5, -0.5, 0.5, -0.5: Var 0.25 against Var(R) = 1
+    assert explained_variance(returns, returns * 0.5) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="extras"):
+        build_objective({"name": "value"})[0](None, Batch(input_ids=torch.zeros(1, 2, dtype=torch.long)))
