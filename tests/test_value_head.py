@@ -117,3 +117,120 @@ def test_explained_variance_and_value_loss_needs_its_inputs():
     assert explained_variance(returns, returns * 0.5) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="extras"):
         build_objective({"name": "value"})[0](None, Batch(input_ids=torch.zeros(1, 2, dtype=torch.long)))
+
+
+# ----------------------------------------------------------------------------- self-play wiring
+
+
+def gae_overrides(tmp_path, name: str, value_head: bool = True, **selfplay):
+    from _pretrain_helpers import TINY_MODEL
+    from _selfplay_fixtures import selfplay_overrides
+
+    values = dict(updates=3, games_per_update=8, eval__episodes=2, eval__games="[tictactoe]",
+                  advantages__estimator="gae", advantages__options="{gamma: 1.0, lambda: 0.9}",
+                  objectives="[{name: reinforce}, {name: value, weight: 1.0, epsilon: 0.2}]")
+    values.update(selfplay)
+    return TINY_MODEL + [f"model.overrides.value_head={str(value_head).lower()}"] + selfplay_overrides(
+        "", tmp_path, name, **values)
+
+
+def test_selfplay_with_gae_trains_the_value_head_and_logs_its_calibration(tmp_path):
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.runs import latest_checkpoint
+    from stlm_selfplay.selfplay.loop import selfplay
+    from stlm_selfplay.train.metrics import read_metrics
+
+    selfplay(load_config(None, gae_overrides(tmp_path, "gae")))
+    train = read_metrics(tmp_path / "gae" / "metrics.jsonl", "train")
+    assert len(train) == 3
+    for row in train:
+        assert row["value/loss"] > 0 and 0 <= row["value/clip_frac"] <= 1
+    # update 1: the zero-init head says V = 0 everywhere, so R - V = R: explained variance exactly 0
+    assert train[0]["value/value_mean"] == 0.0 and train[0]["value/explained_variance"] == 0.0
+    assert train[-1]["value/explained_variance"] != 0.0  # the head has moved
+    model = load_model(latest_checkpoint(tmp_path / "gae"))
+    assert model.value_head is not None and model.value_head.weight.abs().sum() > 0
+
+
+def test_value_loss_falls_on_a_fixed_batch_through_the_update():
+    from types import SimpleNamespace
+
+    from stlm_selfplay.config import ScheduleConfig
+    from stlm_selfplay.objectives.reinforce import Reinforce
+    from stlm_selfplay.objectives.value import Value
+    from stlm_selfplay.selfplay.advantages import Turns, build_estimator
+    from stlm_selfplay.selfplay.batch import turn_values
+    from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy, RolloutRandom
+    from stlm_selfplay.selfplay.rollout import EpisodeSpec, play
+    from stlm_selfplay.selfplay.update import Learner, optimize_update, value_loss
+    from stlm_selfplay.train.distributed import DistInfo
+
+    model = build(value_head=True, patch_size=2)
+    specs = [EpisodeSpec("tictactoe", seed, ["learner", "random"][::1 if seed % 2 else -1]) for seed in range(8)]
+    policies = {"learner": ModelPolicy(model), "random": BotPolicy("tictactoe", "random")}
+    with torch.no_grad():
+        episodes = play(specs, policies, RolloutRandom(0))
+    turns = [t for ep in episodes for t in ep.turns]
+    values = turn_values(model, turns)
+    for t, v in zip(turns, values):
+        t.value = float(v)
+    record = Turns(np.array([t.payoff for t in turns]), [t.game for t in turns], np.array([t.seat for t in turns]),
+                   np.array([t.episode for t in turns]), payoff=np.array([t.payoff for t in turns]), value=values)
+    gae = build_estimator("gae", {"gamma": 1.0, "lambda": 0.9})
+    adv = gae(record)
+    returns = gae.value_targets(record, adv)
+    assert len(set(np.round(returns, 6))) > 1  # wins and losses: something to fit
+    learner = Learner(model, model, torch.optim.AdamW([{"params": model.parameters(), "peak_lr": 3e-3}], weight_decay=0.0),
+                      ScheduleConfig(steps=40, kind="constant", warmup_steps=0), Reinforce(), None, None, {},
+                      (Value(Value.Options(epsilon=0.0)), 1.0))
+    sp = SimpleNamespace(ppo_epochs=1, minibatches=1, micro_batch_turns=256, grad_clip=1.0)
+    stage = SimpleNamespace(mode="constrained", temperature=1.0)
+    everything = np.arange(len(turns))
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return value_loss(learner, turns, returns, len(turns), torch.device("cpu"))[0].item()
+
+    before = loss_now()
+    assert before == pytest.approx(0.5 * float(np.mean(returns ** 2)), rel=1e-5)  # V = 0 at init
+    for step in range(40):  # A = 0: the RL term has no gradient, the value objective trains alone
+        sums = optimize_update(learner, sp, stage, turns, np.zeros(len(turns), np.float32), everything, episodes, step,
+                               torch.Generator().manual_seed(step), torch.device("cpu"), DistInfo(), returns)
+        assert "value/loss" in sums
+    # below half the loss of the best constant value 0.5 Var(R): V(s) tells the states apart
+    assert loss_now() < 0.5 * (0.5 * float(np.var(returns)))
+
+
+def test_gae_or_value_without_a_value_head_is_a_config_error(tmp_path):
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.errors import UserError
+    from stlm_selfplay.selfplay.config import check_selfplay
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    cfg = load_config(None, gae_overrides(tmp_path, "no-head", value_head=False))
+    with pytest.raises(UserError, match="advantages.estimator=gae needs model value_head: true"):
+        selfplay(cfg)
+    assert not (tmp_path / "no-head").exists()  # refused before the run folder is written
+    with pytest.raises(UserError, match="advantages.estimator=gae needs model value_head: true"):
+        check_selfplay(cfg.selfplay, value_head=False)
+    check_selfplay(cfg.selfplay, value_head=True)
+    value_only = load_config(None, gae_overrides(tmp_path, "v", value_head=False, advantages__estimator="rae",
+                                                 advantages__options="{}"))
+    with pytest.raises(UserError, match="'value' trains the value head and needs model value_head: true"):
+        check_selfplay(value_only.selfplay, value_head=False)
+    no_value = load_config(None, gae_overrides(tmp_path, "nv", objectives="[{name: reinforce}]"))
+    with pytest.raises(UserError, match="add \\{name: value\\} to selfplay.objectives"):
+        check_selfplay(no_value.selfplay)
+
+
+def test_rae_with_a_value_head_trains_it_on_the_reward_to_go(tmp_path):
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.selfplay.loop import selfplay
+    from stlm_selfplay.train.metrics import read_metrics
+
+    selfplay(load_config(None, gae_overrides(tmp_path, "rae-v", updates=1, advantages__estimator="rae",
+                                             advantages__options="{}")))
+    row = read_metrics(tmp_path / "rae-v" / "metrics.jsonl", "train")[0]
+    # V = 0 at init and R = the payoff of each turn's seat (no shaping): loss = 0.5 mean(payoff^2)
+    assert row["value/value_mean"] == 0.0 and row["value/explained_variance"] == 0.0
+    assert row["value/return_mean"] == pytest.approx(row["reward_mean"], abs=1e-6)
