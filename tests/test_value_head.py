@@ -234,3 +234,24 @@ def test_rae_with_a_value_head_trains_it_on_the_reward_to_go(tmp_path):
     # V = 0 at init and R = the payoff of each turn's seat (no shaping): loss = 0.5 mean(payoff^2)
     assert row["value/value_mean"] == 0.0 and row["value/explained_variance"] == 0.0
     assert row["value/return_mean"] == pytest.approx(row["reward_mean"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_value_head_trains_under_ddp(tmp_path):
+    """torchrun, 2 CPU processes (gloo): the value loss's gradients (through the unwrapped model)
+    reach DDP's all-reduce, so the run completes and logs the value metrics."""
+    import os
+    import subprocess
+    import sys
+
+    from stlm_selfplay.train.metrics import read_metrics
+
+    (tmp_path / "none.yaml").write_text("{}\n")
+    args = gae_overrides(tmp_path, "ddp", updates=2, micro_batch_turns=4,
+                         objectives="[{name: ppo}, {name: value, weight: 0.5}]")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "stlm_selfplay", "selfplay", "none.yaml", *args], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    train = read_metrics(tmp_path / "ddp" / "metrics.jsonl", "train")
+    assert [r["value/value_mean"] == 0.0 for r in train] == [True, False]  # trained after the first update

@@ -136,7 +136,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     run_dir = run_dir_of_config(cfg)
     resume_from = resume_checkpoint(cfg, run_dir)
     model = initial_model(cfg, device, resume_from)
-    check_value_head(sp, model.value_head is not None,
+    check_value_head(sp, getattr(model, "value_head", None) is not None,
                      f"the model from {resume_from or sp.init_from or 'model.* (a fresh model)'}")
     rl_objective, value_objective, aux_objectives = split_objectives(sp.objectives)
     rl_objective.to(device)
@@ -241,7 +241,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]
             values = None
-            if model.value_head is not None:  # V(s) of every learner turn, one batched pass
+            if getattr(model, "value_head", None) is not None:  # V(s) of every learner turn, one batched pass
                 values = turn_values(model, turns, sp.micro_batch_turns, **routing)
                 for t, v in zip(turns, values):
                     t.value = float(v)

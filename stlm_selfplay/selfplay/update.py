@@ -141,7 +141,7 @@ def zero_loss(learner: Learner, device: torch.device) -> torch.Tensor:
     """A loss of exactly 0 through the whole model (an empty micro-step's backward under DDP)."""
     ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
     loss = learner.train_model(ids, **learner.routing).logits.sum() * 0.0
-    head = learner.model.value_head
+    head = getattr(learner.model, "value_head", None)
     return loss if head is None else loss + sum(p.sum() for p in head.parameters()) * 0.0
 
 
