@@ -220,9 +220,9 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     if len(rl) != 1:
         raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}), "
                         f"got {rl or 'none'}")
-    if cfg.advantages.estimator == "gae" and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
-        raise UserError("selfplay.advantages.estimator=gae reads the value head's V(s), which only the value "
-                        f"objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
+    if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
+                        f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
     if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
                         "set selfplay.advantages.group_size >= 2")
@@ -233,12 +233,21 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
         check_value_head(cfg, value_head)
 
 
+def _needs_values(cfg: SelfPlayConfig) -> bool:
+    """Does the configured advantage estimator read per-turn values (gae)?"""
+    from stlm_selfplay.selfplay.advantages import ESTIMATORS
+
+    estimator = ESTIMATORS.get(cfg.advantages.estimator)
+    return estimator is not None and estimator.needs_values
+
+
 def check_value_head(cfg: SelfPlayConfig, value_head: bool, source: str = "the model") -> None:
     """`UserError` when gae or the value objective is configured for a model without a value head."""
     if value_head:
         return
-    if cfg.advantages.estimator == "gae":
-        raise UserError(f"selfplay.advantages.estimator=gae needs model value_head: true (per-turn values V(s)); "
+    if _needs_values(cfg):
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} needs model value_head: true "
+                        "(per-turn values V(s); build or pretrain the model with it); "
                         f"{source} has no value head")
     if any(o.get("name") == VALUE_OBJECTIVE for o in cfg.objectives):
         raise UserError(f"selfplay.objectives: '{VALUE_OBJECTIVE}' trains the value head and needs model "
