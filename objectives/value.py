@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
 
@@ -52,7 +53,8 @@ class Value(Objective):
 
     def forward(self, output, batch: Batch) -> ObjectiveOutput:
         if "values" not in batch.extras or "returns" not in batch.extras:
-            raise ValueError("objective 'value' needs batch.extras['values'] and ['returns'] (a model with value_head)")
+            raise UserError("objective 'value' trains a value head on self-play turns (batch.extras['values'] and "
+                            "['returns']); list it in selfplay.objectives with a model that has value_head: true")
         values = batch.extras["values"].float()
         returns = batch.extras["returns"].to(values.device, torch.float32)
         old = batch.extras.get("old_values")

@@ -115,7 +115,9 @@ def test_explained_variance_and_value_loss_needs_its_inputs():
     assert explained_variance(returns, torch.zeros(4)) == 0.0
     # R - V = 0.5, -0.5, 0.5, -0.5: Var 0.25 against Var(R) = 1
     assert explained_variance(returns, returns * 0.5) == pytest.approx(0.75)
-    with pytest.raises(ValueError, match="extras"):
+    from stlm_selfplay.errors import UserError
+
+    with pytest.raises(UserError, match="list it in selfplay.objectives"):
         build_objective({"name": "value"})[0](None, Batch(input_ids=torch.zeros(1, 2, dtype=torch.long)))
 
 
