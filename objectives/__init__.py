@@ -16,5 +16,6 @@ from stlm_selfplay.objectives import distill  # noqa: F401  (registers "distill"
 from stlm_selfplay.objectives import early_exit  # noqa: F401  (registers "early_exit")
 from stlm_selfplay.objectives import mtp  # noqa: F401  (registers "mtp")
 from stlm_selfplay.objectives import mod  # noqa: F401  (registers "mod")
+from stlm_selfplay.objectives import value  # noqa: F401  (registers "value")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]

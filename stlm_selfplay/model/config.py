@@ -64,6 +64,7 @@ class STLMConfig(PreTrainedConfig):
     tie_embeddings: bool = True  # byte output head shares the byte embedding matrix
     # --- extra outputs for objectives ---
     mtp_heads: int = 0  # multi-byte prediction heads (objective `mtp`): head i conditions patch k+1+i on state k
+    value_head: bool = False  # V(s) = w . norm(s_last) + b from the trunk state of a prompt's last patch (model/value_head.py; objective `value`, advantages `gae`); w, b start at 0
     # --- Mixture-of-Depths (model/mod.py, objective `mod`) ---
     mod_every: int = 0  # every k-th trunk block is routed (2: blocks 1, 3, 5, ...); 0 = none
     mod_capacity: float = 0.125  # C: top-k routing processes k = ceil(C N) of a row's N patches
@@ -149,6 +150,7 @@ class STLMConfig(PreTrainedConfig):
         need(isinstance(self.ngram_buckets, int) and self.ngram_buckets >= 1, "ngram_buckets", "an integer >= 1")
         need(isinstance(self.zero_init_proj, bool), "zero_init_proj", "true | false")
         need(isinstance(self.decoder_context, bool), "decoder_context", "true | false")
+        need(isinstance(self.value_head, bool), "value_head", "true | false")
         need(self.entropy_threshold >= 0, "entropy_threshold", "a float >= 0 (nats)")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
         need(self.logit_scale > 0, "logit_scale", "a float > 0 (1 = off)")

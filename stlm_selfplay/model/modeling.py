@@ -32,6 +32,7 @@ from stlm_selfplay.model.mod import ROUTINGS, Router, RouterOutput, routed_block
 from stlm_selfplay.model.ngrams import NgramEmbedding
 from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
+from stlm_selfplay.model.value_head import ValueHead
 
 # Logit given to ids the model never emits (PAD, BOS): exp(-1e4) is 0 in fp32 and bf16, so the
 # distribution is exactly the one over bytes + EOS, yet a masked-out PAD target costs a finite NLL.
@@ -241,6 +242,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         self.mtp_heads = nn.ModuleList(nn.Linear(config.d_model, config.d_model, bias=False)
                                        for _ in range(config.mtp_heads))
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_local, config.vocab_size, bias=False)
+        self.value_head = ValueHead(config.d_model) if config.value_head else None  # V(s), model/value_head.py
         self.post_init()
         self._zero_init_outputs()
 

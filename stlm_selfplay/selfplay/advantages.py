@@ -5,9 +5,11 @@ How the self-play loop uses this module
 After a batch of games ends, list every trained model turn (one entry per turn, in the order
 the games ended) as a `Turns` record and call
 
-    estimator = build_estimator(cfg.name, cfg.options)          # once; "rae" | "rloo" | "group" | "none"
+    estimator = build_estimator(cfg.name, cfg.options)          # once; "rae" | "rloo" | "group" | "gae" | "none"
     reward = shaped_reward(payoff, illegal, illegal_penalty)     # [N]
-    adv = estimator(Turns(reward, game, role, episode, group))  # [N]
+    turns = Turns(reward, game, role, episode, group, payoff, value)  # value: V(s) per turn (gae)
+    adv = estimator(turns)                                       # [N]
+    returns = estimator.value_targets(turns, adv)                # [N] targets of the value head
     adv, keep = finalize(adv, normalize=..., drop_zero=...)      # train on turns where keep
     ... batch.advantages = torch.as_tensor(adv[keep]) ...
     checkpoint["advantages"] = estimator.state_dict()           # RAE baselines; {} otherwise
@@ -26,6 +28,16 @@ payoff when there is no shaping). Every turn t of unit u gets A_t = r_t - b_u, w
            with scale_std: A_t = (r_t - b_u) / (std_v R_v + eps), std with Bessel's correction
            (TRL's GRPO), std = 0 for a group of one.
 
+    gae:   per unit, its turns t = 0..T-1 in order, with values V_t and per-turn rewards
+           r_t = (reward_t - payoff_t) + payoff_t [t = T-1]  (the terminal zero-sum payoff on
+           the seat's last turn, shaping on every turn; Schulman et al. 2016):
+               delta_t = r_t + gamma V_{t+1} [t+1 < T] - V_t,   A_t = sum_k (gamma lambda)^k delta_{t+k}
+           Needs Turns.value (a model with `value_head`). Its value targets are R_t = A_t + V_t.
+
+Value targets (`Estimator.value_targets`, for a model with a value head): gae's R_t = A_t + V_t;
+every other estimator's are the reward-to-go R_t = sum_{k>=t} r_k of the unit (gae with V = 0,
+gamma = lambda = 1).
+
 `finalize` then optionally drops turns with |A| <= 1e-8 (they carry no gradient) and normalizes
 the kept ones to mean 0, std 1 over the batch.
 """
@@ -35,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +65,9 @@ class Turns:
     role: np.ndarray  # [N] int: the seat (player index) that took the turn
     episode: np.ndarray  # [N] int: the game instance; all turns of one game share it
     group: np.ndarray | None = None  # [N] int: games sharing a seed (needed by rloo and group)
+    payoff: np.ndarray | None = None  # [N] float: the seat's terminal payoff without shaping (gae
+    #                                   and value targets; None = no shaping: payoff = reward)
+    value: np.ndarray | None = None  # [N] float: V(s) of the turn's prompt at rollout time (gae)
 
 
 def shaped_reward(payoff, illegal, illegal_penalty: float = 0.0) -> np.ndarray:
@@ -94,11 +109,43 @@ def _group_stats(returns: np.ndarray, keys: list[tuple]):
     return total, count, std
 
 
+def turn_rewards(turns: Turns) -> np.ndarray:
+    """r_t = (reward_t - payoff_t) + payoff_t [t is its unit's last turn] (gae's per-turn rewards)."""
+    reward = np.asarray(turns.reward, dtype=np.float64)
+    payoff = reward if turns.payoff is None else np.asarray(turns.payoff, dtype=np.float64)
+    unit, _, _ = _units(turns)
+    last = np.zeros(len(reward), dtype=bool)
+    last[[np.flatnonzero(unit == u)[-1] for u in np.unique(unit)] if len(unit) else []] = True
+    return reward - payoff + payoff * last
+
+
+def gae_advantages(turns: Turns, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """A_t of the module docstring (gae) for every unit, with values V [N]."""
+    rewards, values = turn_rewards(turns), np.asarray(values, dtype=np.float64)
+    unit, _, _ = _units(turns)
+    adv = np.zeros(len(rewards))
+    for u in np.unique(unit):
+        idx = np.flatnonzero(unit == u)  # the unit's turns, in order
+        running, next_value = 0.0, 0.0  # after the last turn: no next state
+        for t in idx[::-1]:
+            delta = rewards[t] + gamma * next_value - values[t]
+            running = delta + gamma * lam * running
+            adv[t], next_value = running, values[t]
+    return adv
+
+
 class Estimator:
     """An advantage estimator: `estimator(turns) -> advantages [N]`, with checkpointable state."""
 
+    needs_values: ClassVar[bool] = False  # reads Turns.value (a model with a value head)
+    aliases: ClassVar[dict] = {}  # option name in configs -> dataclass field (e.g. lambda -> lam)
+
     def __call__(self, turns: Turns) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def value_targets(self, turns: Turns, adv: np.ndarray) -> np.ndarray:
+        """Targets R [N] of the value head: the reward-to-go of each turn's unit (gae: A + V)."""
+        return gae_advantages(turns, np.zeros(len(turns.reward)), 1.0, 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -168,7 +215,32 @@ class GroupBaseline(Estimator):
         return adv / (std[unit] + self.eps) if self.scale_std else adv
 
 
-ESTIMATORS: dict[str, type[Estimator]] = {"none": NoBaseline, "rae": RAE, "rloo": RLOO, "group": GroupBaseline}
+@dataclass
+class GAE(Estimator):
+    """Generalised advantage estimation over each seat's turn sequence (module docstring)."""
+
+    gamma: float = 1.0  # discount per own turn of the seat (1 = the game's zero-sum payoff undiscounted)
+    lam: float = 0.95  # config name `lambda`: 0 = one-step TD (r + gamma V' - V), 1 = Monte Carlo (R - V)
+
+    needs_values: ClassVar[bool] = True
+    aliases: ClassVar[dict] = {"lambda": "lam"}
+
+    def __post_init__(self):
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
+            raise UserError(f"advantage estimator 'gae': gamma and lambda must be in [0, 1], got {self.gamma}, {self.lam}")
+
+    def __call__(self, turns: Turns) -> np.ndarray:
+        if turns.value is None:
+            raise UserError("advantages.estimator=gae needs per-turn values: a model with value_head: true")
+        return gae_advantages(turns, turns.value, self.gamma, self.lam)
+
+    def value_targets(self, turns: Turns, adv: np.ndarray) -> np.ndarray:
+        """R_t = A_t + V_t."""
+        return np.asarray(adv, dtype=np.float64) + np.asarray(turns.value, dtype=np.float64)
+
+
+ESTIMATORS: dict[str, type[Estimator]] = {"none": NoBaseline, "rae": RAE, "rloo": RLOO, "group": GroupBaseline,
+                                          "gae": GAE}
 
 
 def build_estimator(name: str, options: Mapping[str, Any] | None = None) -> Estimator:
@@ -176,14 +248,16 @@ def build_estimator(name: str, options: Mapping[str, Any] | None = None) -> Esti
     if name not in ESTIMATORS:
         raise unknown_name("advantage estimator", name, ESTIMATORS)
     cls = ESTIMATORS[name]
-    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {next((a for a, f in cls.aliases.items() if f == field.name), field.name): field.name
+              for field in dataclasses.fields(cls) if field.init}  # config name -> field
+    valid = list(fields)
     for key in options or {}:
         if key not in valid:
             raise UserError(
                 f"advantage estimator '{name}' has no option '{key}'{closest(key, valid)}; "
                 f"valid options: {', '.join(valid) or 'none'}"
             )
-    return cls(**dict(options or {}))
+    return cls(**{fields[k]: v for k, v in dict(options or {}).items()})
 
 
 def finalize(adv: np.ndarray, normalize: bool = False, drop_zero: bool = False, eps: float = 1e-8):

@@ -9,15 +9,21 @@ was played; `old_logprobs` is the rollout's log pi(chosen) per turn.
 
 Rows are right-padded with PAD (the model counts patches from each row's first real byte, so
 the padding side does not change a row's log-probs).
+
+Values (a model with a value head, model/value_head.py): `prompt_batch` packs each turn's prompt
+alone, whose V(s) `state_values` reads from the trunk state of its last patch; `turn_values`
+does it at rollout time (no gradient), the `value` objective's micro-steps with gradient.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from stlm_selfplay.model.tokenizer import PAD_ID
+from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.selfplay.rollout import Turn
 
@@ -62,6 +68,23 @@ def turns_to_batch(
     ids, attn, loss = _pack(rows)
     return Batch(input_ids=ids, attention_mask=attn, loss_mask=loss, step=step, total_steps=total_steps,
                  old_logprobs=old, advantages=advantages.float(), ref_logprobs=ref_logprobs, extras=extras)
+
+
+def prompt_batch(turns: Sequence[Turn]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of the turns' prompts, right-padded: the states V(s) reads."""
+    ids, attn, _ = _pack([(t.prompt, b"") for t in turns])
+    return ids, attn
+
+
+@torch.no_grad()
+def turn_values(model, turns: Sequence[Turn], chunk: int = 256, routing: str | None = None) -> np.ndarray:
+    """V(s) [N] of each turn's prompt (float64), `chunk` prompts per forward; [] for no turns."""
+    device = next(model.parameters()).device
+    out = []
+    for k in range(0, len(turns), chunk):
+        ids, attn = prompt_batch(turns[k:k + chunk])
+        out.append(state_values(model, ids.to(device), attn.to(device), routing).cpu().double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def transcript_batch(episodes, max_len: int):

@@ -31,6 +31,7 @@ from stlm_selfplay.train.optim import LR_SCHEDULES
 
 ACTION_MODES = ("constrained", "free")
 SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
+VALUE_OBJECTIVE = "value"  # the objective that trains the value head (objectives/value.py)
 
 
 @dataclass
@@ -79,8 +80,11 @@ class PoolConfig:
 class AdvantageConfig:
     """Advantages from rewards (stlm_selfplay/selfplay/advantages.py)."""
 
-    estimator: str = "rae"  # rae (EMA baseline per game and role) | rloo | group | none
+    estimator: str = "rae"  # rae (EMA baseline per game and role) | rloo | group | none | gae
+    #   (generalised advantage estimation over each seat's turns from the value head's V(s): needs
+    #   model value_head: true and a `value` objective)
     options: Dict[str, Any] = field(default_factory=dict)  # estimator options, e.g. {decay: 0.95}
+    #   (rae), {gamma: 1.0, lambda: 0.95} (gae)
     normalize: bool = False  # rescale the kept advantages to mean 0, std 1 over the update (all ranks)
     drop_zero: bool = False  # skip turns whose advantage is 0 (no gradient)
     group_size: int = 1  # games per seed group (rloo and group need > 1: same seed, same seats)
@@ -142,7 +146,8 @@ class SelfPlayConfig:
     objectives: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "reinforce"}])  # one
     #   RL objective (reinforce | ppo | grpo, with its options) plus optional auxiliary objectives
     #   with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the
-    #   played transcripts); the loss is their weighted sum
+    #   played transcripts; `value`, e.g. {name: value, weight: 0.5, epsilon: 0.2}, trains the
+    #   value head on the RL turns); the loss is their weighted sum
     ppo_epochs: int = 1  # passes over the collected turns per update
     minibatches: int = 1  # optimizer steps per pass (the turns are shuffled and split)
     micro_batch_turns: int = 256  # turns per forward/backward (gradient accumulation above it)
@@ -164,8 +169,9 @@ def _positive(name: str, value) -> None:
         raise UserError(f"config key 'selfplay.{name}' must be > 0, got {value}")
 
 
-def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
-    """Value checks the types cannot express; raises a one-line `UserError`."""
+def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | None = None) -> None:
+    """Value checks the types cannot express; raises a one-line `UserError`. With `value_head`
+    (whether the model to improve has one; None = not known yet) also `check_value_head`."""
     from stlm_selfplay.envs import GAMES, list_players
     from stlm_selfplay.objectives import build_objectives
     from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
@@ -214,9 +220,35 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1) -> None:
     if len(rl) != 1:
         raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}), "
                         f"got {rl or 'none'}")
+    if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
+                        f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
     if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
                         "set selfplay.advantages.group_size >= 2")
     from stlm_selfplay.selfplay.advantages import build_estimator
 
     build_estimator(cfg.advantages.estimator, cfg.advantages.options)
+    if value_head is not None:
+        check_value_head(cfg, value_head)
+
+
+def _needs_values(cfg: SelfPlayConfig) -> bool:
+    """Does the configured advantage estimator read per-turn values (gae)?"""
+    from stlm_selfplay.selfplay.advantages import ESTIMATORS
+
+    estimator = ESTIMATORS.get(cfg.advantages.estimator)
+    return estimator is not None and estimator.needs_values
+
+
+def check_value_head(cfg: SelfPlayConfig, value_head: bool, source: str = "the model") -> None:
+    """`UserError` when gae or the value objective is configured for a model without a value head."""
+    if value_head:
+        return
+    if _needs_values(cfg):
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} needs model value_head: true "
+                        "(per-turn values V(s); build or pretrain the model with it); "
+                        f"{source} has no value head")
+    if any(o.get("name") == VALUE_OBJECTIVE for o in cfg.objectives):
+        raise UserError(f"selfplay.objectives: '{VALUE_OBJECTIVE}' trains the value head and needs model "
+                        f"value_head: true; {source} has no value head")

@@ -5,7 +5,9 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
     specs    = plan_games(stage, ...)                   opponents from the mix: self, pool, bots
     episodes = play(specs, policies, gen)               batched model calls (constrained / free)
     r_t      = payoff - illegal_penalty * [illegal]     learner turns only
+    V_t      = V(s) of each learner turn's prompt       (a model with a value head; no gradient)
     A_t      = estimator(turns); finalize (drop zero); normalize with all-reduced mean/std
+    R_t      = estimator.value_targets(turns, A)        (gae: A + V; else the reward-to-go)
     optimize_update(...)                                ppo_epochs x minibatches optimizer steps of
                                                         the RL objective (+ auxiliary objectives on
                                                         the played transcripts): selfplay/update.py
@@ -38,11 +40,14 @@ from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import build_objectives
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import is_rl
+from stlm_selfplay.objectives.value import explained_variance
 from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
                                 save_config)
 from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
-from stlm_selfplay.selfplay.config import SelfPlayConfig, check_selfplay, eval_games as eval_games_of
+from stlm_selfplay.selfplay.batch import turn_values
+from stlm_selfplay.selfplay.config import (VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
+                                           eval_games as eval_games_of)
 from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
@@ -78,12 +83,15 @@ def rollout_routing(model) -> dict:
     return {"routing": "causal"} if model.config.routed_layers else {}
 
 
-def split_objectives(specs) -> tuple[torch.nn.Module, ObjectiveSet | None]:
-    """(the RL objective, the auxiliary objectives with their weights or None)."""
-    pairs = list(zip(build_objectives(specs).objectives, build_objectives(specs).weights))
+def split_objectives(specs) -> tuple[torch.nn.Module, tuple | None, ObjectiveSet | None]:
+    """(the RL objective, (the value objective, its weight) or None, the auxiliary objectives with
+    their weights or None). The value objective trains on the RL turns, the others on transcripts."""
+    objectives = build_objectives(specs)
+    pairs = list(zip(objectives.objectives, objectives.weights))
     rl = [o for o, _ in pairs if is_rl(o)][0]
-    aux = [(o, w) for o, w in pairs if not is_rl(o)]
-    return rl, ObjectiveSet(aux) if aux else None
+    value = next(((o, w) for o, w in pairs if o.name == VALUE_OBJECTIVE), None)
+    aux = [(o, w) for o, w in pairs if not is_rl(o) and o.name != VALUE_OBJECTIVE]
+    return rl, value, ObjectiveSet(aux) if aux else None
 
 
 def learner_scores(episodes) -> dict[str, tuple[float, int]]:
@@ -128,7 +136,9 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     run_dir = run_dir_of_config(cfg)
     resume_from = resume_checkpoint(cfg, run_dir)
     model = initial_model(cfg, device, resume_from)
-    rl_objective, aux_objectives = split_objectives(sp.objectives)
+    check_value_head(sp, getattr(model, "value_head", None) is not None,
+                     f"the model from {resume_from or sp.init_from or 'model.* (a fresh model)'}")
+    rl_objective, value_objective, aux_objectives = split_objectives(sp.objectives)
     rl_objective.to(device)
     beta = getattr(rl_objective.options, "beta", 0.0)
     reference = None
@@ -179,7 +189,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     routing = rollout_routing(model)
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    learner = Learner(model, train_model, optimizer, schedule, rl_objective, aux_objectives, reference, routing)
+    learner = Learner(model, train_model, optimizer, schedule, rl_objective, aux_objectives, reference, routing,
+                      value_objective)
     if dist.is_main:
         where = f"resuming from {resume_from}" if resume_from is not None else f"from {sp.init_from or 'a fresh model'}"
         print(f"selfplay {run_dir}: {model.num_parameters():,} parameters, {sp.games_per_update} games per update, "
@@ -229,19 +240,27 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]
+            values = None
+            if getattr(model, "value_head", None) is not None:  # V(s) of every learner turn, one batched pass
+                values = turn_values(model, turns, sp.micro_batch_turns, **routing)
+                for t, v in zip(turns, values):
+                    t.value = float(v)
             rollout_s = time.perf_counter() - t0
             # -- 2. advantages (learner turns only)
             reward = shaped_reward([t.payoff for t in turns], [not t.legal for t in turns], sp.advantages.illegal_penalty)
             episode_ids = np.array([t.episode for t in turns], dtype=np.int64)
-            adv = estimator(Turns(reward, [t.game for t in turns], np.array([t.seat for t in turns], dtype=np.int64),
-                                  episode_ids, episode_ids // sp.advantages.group_size))
+            record = Turns(reward, [t.game for t in turns], np.array([t.seat for t in turns], dtype=np.int64),
+                           episode_ids, episode_ids // sp.advantages.group_size,
+                           np.array([t.payoff for t in turns], dtype=np.float64), values)
+            adv = estimator(record)
+            returns = None if values is None else estimator.value_targets(record, adv)
             adv, keep = finalize(adv, normalize=False, drop_zero=sp.advantages.drop_zero)
             if sp.advantages.normalize:
                 adv = global_normalize(adv, keep, device)
             kept = np.flatnonzero(keep)
             # -- 3. optimize: ppo_epochs x minibatches optimizer steps of accumulated micro-steps
             sums = optimize_update(learner, sp, stage, turns, adv, kept, episodes, update * steps_per_update, shuffle,
-                                   device, dist)
+                                   device, dist, returns)
             update += 1
             # -- 4. pool, metrics, curriculum, evaluation, checkpoint
             scores = merge_scores(D.all_gather_objects(learner_scores(episodes)))
@@ -252,6 +271,11 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             elapsed = time.perf_counter() - t0
             metrics = {k: v / sums["_n/" + k] for k, v in sums.items() if "_n/" + k in sums}
             metrics.update(update_metrics(episodes, turns, reward, adv, keep, scores, world, device))
+            if values is not None:  # calibration of the rollout's V(s) against its targets, all ranks
+                pairs = D.all_gather_objects((returns, values))
+                ev = explained_variance(np.concatenate([r for r, _ in pairs]), np.concatenate([v for _, v in pairs]))
+                if np.isfinite(ev):  # undefined when every return is equal
+                    metrics["value/explained_variance"] = ev
             metrics.update(stage=stage_index, lr=optimizer.param_groups[0]["lr"], grad_norm=sums.get("grad_norm", 0.0),
                            games_per_s=sp.games_per_update / elapsed, rollout_s=rollout_s, update_s=elapsed,
                            pool_size=len(pool.snapshots), games_digest=games_digest(episodes))

@@ -32,6 +32,8 @@ class Turn:
     decision: Decision
     legal: bool = True  # the game accepted the text as a legal move
     payoff: float = 0.0  # the seat's payoff, filled when the episode ends
+    value: float | None = None  # V(s) of the prompt at rollout time (a learner with a value head;
+    #                             the loop fills it with one batched `batch.turn_values` call)
 
     @property
     def prompt(self) -> bytes:

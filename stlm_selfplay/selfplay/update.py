@@ -11,6 +11,9 @@ Given the learner's kept turns and their advantages A (after `finalize` / `globa
                     loss is scaled by n_part / (n_minibatch / world_size), so that the summed
                     micro-steps, averaged by DDP, are the mean over the minibatch's turns on all
                     ranks ("dapo": instead batch.extras["num_items"] = action tokens / world_size)
+                    [value] (a `value` objective): + weight * its loss on the same turns, V(s)
+                    of each prompt from the model with gradient, targets R and rollout V_old,
+                    scaled like grpo's to the minibatch mean
             clip the global gradient norm; optimizer step;  step += 1
 
 DDP synchronises gradients only in the last micro-step of each optimizer step (`no_sync` before).
@@ -27,9 +30,11 @@ import numpy as np
 import torch
 
 from stlm_selfplay.config import ScheduleConfig
+from stlm_selfplay.model.value_head import state_values
+from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import policy_logprobs
-from stlm_selfplay.selfplay.batch import transcript_batch, turns_to_batch
+from stlm_selfplay.selfplay.batch import prompt_batch, transcript_batch, turns_to_batch
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.optim import lr_factor, set_lr
 
@@ -46,13 +51,15 @@ class Learner:
     aux: ObjectiveSet | None  # the auxiliary objectives with their weights, or None
     reference: torch.nn.Module | None  # the frozen KL reference policy (objectives with beta != 0)
     routing: dict  # forward kwargs that make training forwards route as sampling did
+    value: tuple | None = None  # (the `value` objective, its weight), or None: no value loss
 
 
 def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, kept: np.ndarray, episodes,
-                    step: int, shuffle: torch.Generator, device: torch.device, dist: D.DistInfo) -> dict[str, float]:
+                    step: int, shuffle: torch.Generator, device: torch.device, dist: D.DistInfo,
+                    returns: np.ndarray | None = None) -> dict[str, float]:
     """`ppo_epochs x minibatches` optimizer steps on the kept turns (module docstring), starting at
     optimizer step `step`; returns the summed metrics (`<prefix><name>` with counts `_n/...`) and
-    `grad_norm` of the last step."""
+    `grad_norm` of the last step. `returns` [N]: the value targets (needed with a `value` objective)."""
     sums: dict[str, float] = {}
     for _ in range(sp.ppo_epochs):
         order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
@@ -77,6 +84,11 @@ def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarra
                         continue
                     loss, out = rl_loss(learner, [turns[i] for i in part], adv[part], stage.temperature, step,
                                         n_global / dist.world_size, n_tokens / dist.world_size, device)
+                    if learner.value is not None:
+                        value, value_out = value_loss(learner, [turns[i] for i in part], returns[part],
+                                                      n_global / dist.world_size, device)
+                        loss = loss + value
+                        _add(sums, "value/", value_out.metrics)
                     loss.backward()
                 _add(sums, f"{learner.rl.name}/", out.metrics)
             if sp.grad_clip > 0:
@@ -102,6 +114,21 @@ def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: floa
     return out.loss * scale, out
 
 
+def value_loss(learner: Learner, part: Sequence, returns: np.ndarray, turns_per_rank: float, device: torch.device):
+    """(weight * loss scaled to the minibatch mean, objective output) of the `value` objective on
+    one micro-step's turns: V(s) of each prompt with gradient, targets `returns`, V_old = Turn.value.
+    V is read through the unwrapped model: under DDP its gradients still reach every parameter's
+    all-reduce hook, since the RL and value losses share one backward."""
+    objective, weight = learner.value
+    ids, attn = prompt_batch(part)
+    values = state_values(learner.model, ids.to(device), attn.to(device), **learner.routing)
+    batch = Batch(ids, attention_mask=attn, extras={
+        "values": values, "returns": torch.as_tensor(returns, dtype=torch.float32, device=device),
+        "old_values": torch.tensor([t.value for t in part], dtype=torch.float32, device=device)})
+    out = objective(None, batch)
+    return out.loss * (weight * len(part) / turns_per_rank), out
+
+
 def aux_loss(learner: Learner, episodes, step: int, device: torch.device):
     """The auxiliary objectives' output on this rank's played games as transcripts."""
     batch = transcript_batch(episodes, learner.model.config.max_seq_len)
@@ -113,7 +140,9 @@ def aux_loss(learner: Learner, episodes, step: int, device: torch.device):
 def zero_loss(learner: Learner, device: torch.device) -> torch.Tensor:
     """A loss of exactly 0 through the whole model (an empty micro-step's backward under DDP)."""
     ids = torch.full((1, 2), 10, dtype=torch.long, device=device)
-    return learner.train_model(ids, **learner.routing).logits.sum() * 0.0
+    loss = learner.train_model(ids, **learner.routing).logits.sum() * 0.0
+    head = getattr(learner.model, "value_head", None)
+    return loss if head is None else loss + sum(p.sum() for p in head.parameters()) * 0.0
 
 
 def _sync_on_last(learner: Learner, dist: D.DistInfo, k: int, backwards: int):
