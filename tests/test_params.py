@@ -73,3 +73,11 @@ def test_stlm_params_unknown_preset_is_a_one_line_error(capsys):
     assert main(["params", "stlm-7m"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model preset 'stlm-7m'") and err.count("\n") == 1
+
+
+def test_the_value_head_is_its_own_part_and_the_parts_add_up():
+    config = load_preset("tiny", value_head=True)
+    table = param_table(config)
+    assert table["value_head"] == config.d_model + 1  # Linear(d_model, 1) with bias
+    assert table["total"] == table["embedding_encoder"] + table["trunk"] + table["decoder_head"] + table["value_head"]
+    assert param_table(load_preset("tiny"))["value_head"] == 0

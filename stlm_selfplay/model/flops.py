@@ -72,6 +72,7 @@ def param_table(config: STLMConfig) -> dict:
     encoder = _params(model.encoder)
     trunk = _params(model.trunk)
     decoder = _params(model.decoder)
+    value = _params(model.value_head)  # 0 without one (model/value_head.py)
     total = _params(model)
     gpt2_tied = GPT2_VOCAB * config.d_model
     ours_embed_head = embed + head
@@ -80,6 +81,7 @@ def param_table(config: STLMConfig) -> dict:
         "embedding_encoder": embed + encoder,
         "trunk": trunk,
         "decoder_head": decoder + head,
+        "value_head": value,
         "total": total,
         "embedding_head": ours_embed_head,
         "gpt2_embedding_head_tied": gpt2_tied,
