@@ -237,3 +237,31 @@ def test_search_misconfigurations_are_one_line_user_errors(tmp_path, overrides, 
     with pytest.raises(UserError, match=message) as info:
         check_selfplay(cfg.selfplay)
     assert "\n" not in str(info.value)
+
+
+def test_model_evaluator_priors_are_the_policy_and_values_the_head_or_playouts():
+    from _selfplay_fixtures import tiny_random_model
+
+    from stlm_selfplay.model.value_head import ValueHead, state_values
+    from stlm_selfplay.selfplay.batch import prompt_batch
+    from stlm_selfplay.selfplay.policies import ModelPolicy
+    from stlm_selfplay.selfplay.rollout import Turn
+    from stlm_selfplay.selfplay.search import ModelEvaluator, random_playout_values
+
+    games = [p.game for p in tictactoe_positions()[:40:7]]
+    model = tiny_random_model(5)
+    decisions = ModelPolicy(model).act(games, [g.current_player for g in games], RolloutRandom(0))
+    priors, values = ModelEvaluator(model, playouts=3)(games, RolloutRandom(9))
+    for d, prior in zip(decisions, priors):
+        assert prior == pytest.approx(d.probs, abs=1e-9)
+    assert values == random_playout_values(games, 3, RolloutRandom(9).py)  # same generator, same play-outs
+
+    head = tiny_random_model(5)
+    head.value_head = ValueHead(32)  # a head with non-zero weights on the same trunk
+    with torch.no_grad():
+        head.value_head.bias.fill_(0.3)
+        head.value_head.weight.normal_(generator=torch.Generator().manual_seed(1))
+    _, values = ModelEvaluator(head)(games, RolloutRandom(0))
+    ids, attn = prompt_batch([Turn("tictactoe", 0, 0, "learner", d) for d in decisions])
+    with torch.no_grad():
+        assert values == pytest.approx(state_values(head, ids, attn).tolist(), abs=1e-6)
