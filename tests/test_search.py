@@ -265,3 +265,16 @@ def test_model_evaluator_priors_are_the_policy_and_values_the_head_or_playouts()
     ids, attn = prompt_batch([Turn("tictactoe", 0, 0, "learner", d) for d in decisions])
     with torch.no_grad():
         assert values == pytest.approx(state_values(head, ids, attn).tolist(), abs=1e-6)
+
+
+def test_the_search_recipe_loads_and_passes_the_checks():
+    from pathlib import Path
+
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.selfplay.config import check_selfplay
+
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/selfplay/tictactoe-search.yaml"))
+    assert cfg.selfplay.search.simulations == 32 and cfg.selfplay.objectives[0]["name"] == "search_policy"
+    check_selfplay(cfg.selfplay, value_head=True)
+    with pytest.raises(UserError, match="value_head: true"):
+        check_selfplay(cfg.selfplay, value_head=False)
