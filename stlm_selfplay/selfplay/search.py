@@ -19,8 +19,7 @@ Before the first simulation each root is expanded and gets Dirichlet noise on it
 P(root, a) = (1 - eps) P + eps * Dir(alpha). The move played is drawn from the root visit
 counts: pi(a) ~ N(root,a)^(1/tau) with tau = `temperature` while fewer than `temperature_moves`
 moves have been played in the game, else tau -> 0 (a proven win, else argmax visits, first on
-ties). The training
-target is the root visit distribution N(root,a) / sum_b N(root,b).
+ties). The training target is the root visit distribution N(root,a) / sum_b N(root,b).
 
 All randomness (noise, play-outs, visit sampling) comes from the rollout's own `RolloutRandom`
 (its `py` generator), which self-play checkpoints, so search runs resume exactly.
