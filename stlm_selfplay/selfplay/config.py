@@ -27,11 +27,13 @@ from typing import Any, Dict, List
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
 from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
+from stlm_selfplay.selfplay.search import SearchConfig, check_search, check_searchable
 from stlm_selfplay.train.optim import LR_SCHEDULES
 
 ACTION_MODES = ("constrained", "free")
 SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
 VALUE_OBJECTIVE = "value"  # the objective that trains the value head (objectives/value.py)
+SEARCH_OBJECTIVE = "search_policy"  # the policy objective of search runs (objectives/search_policy.py)
 
 
 @dataclass
@@ -157,6 +159,9 @@ class SelfPlayConfig:
     min_lr_ratio: float = 0.1  # final lr / peak lr for decaying schedules
     grad_clip: float = 1.0  # clip the global gradient norm (0 = off)
     eval: EvalConfig = field(default_factory=EvalConfig)  # matches, optimal-move rate, ratings
+    search: SearchConfig = field(default_factory=SearchConfig)  # PUCT search for the learner's
+    #   training moves (simulations > 0; constrained mode, two-player perfect-information games);
+    #   train it with objectives [{name: search_policy}, {name: value}]; evaluation never searches
 
 
 def eval_games(cfg: SelfPlayConfig) -> list[str]:
@@ -216,10 +221,11 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
         if stage.until_metric and i == len(cfg.stages) - 1:
             raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
     objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
-    rl = [o.name for o in objectives.objectives if is_rl(o)]
+    rl = [o.name for o in objectives.objectives if is_rl(o) or o.name == SEARCH_OBJECTIVE]
     if len(rl) != 1:
-        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}), "
-                        f"got {rl or 'none'}")
+        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}, "
+                        f"or {SEARCH_OBJECTIVE} with selfplay.search), got {rl or 'none'}")
+    check_search_setup(cfg, rl[0])
     if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
                         f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
@@ -231,6 +237,27 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     build_estimator(cfg.advantages.estimator, cfg.advantages.options)
     if value_head is not None:
         check_value_head(cfg, value_head)
+
+
+def check_search_setup(cfg: SelfPlayConfig, policy_objective: str) -> None:
+    """`UserError` unless search and the `search_policy` objective come together, in constrained
+    mode, on two-player perfect-information games that can clone."""
+    check_search(cfg.search)
+    on = cfg.search.simulations > 0
+    if on != (policy_objective == SEARCH_OBJECTIVE):
+        raise UserError(f"selfplay.objectives: {SEARCH_OBJECTIVE} trains on search visit targets and search moves "
+                        f"train only with it; use it together with selfplay.search.simulations > 0"
+                        + (f" (got {policy_objective})" if on else ""))
+    if not on:
+        return
+    if cfg.advantages.drop_zero:
+        raise UserError("selfplay.search: advantages.drop_zero would drop turns that search_policy trains on; "
+                        "set it to false")
+    for i, stage in enumerate(cfg.stages):
+        if stage.mode != "constrained":
+            raise UserError(f"selfplay.search needs constrained mode; selfplay.stages[{i}].mode is {stage.mode}")
+        for game in stage.games:
+            check_searchable(game, stage.game_options.get(game))
 
 
 def _needs_values(cfg: SelfPlayConfig) -> bool:

@@ -3,7 +3,10 @@
 Per update u (every rank in lockstep; rank r plays games_per_update / world_size games):
 
     specs    = plan_games(stage, ...)                   opponents from the mix: self, pool, bots
-    episodes = play(specs, policies, gen)               batched model calls (constrained / free)
+    episodes = play(specs, policies, gen)               batched model calls (constrained / free;
+                                                        selfplay.search on: the learner moves by
+                                                        batched PUCT, selfplay/search.py, and
+                                                        search_policy trains on the visit targets)
     r_t      = payoff - illegal_penalty * [illegal]     learner turns only
     V_t      = V(s) of each learner turn's prompt       (a model with a value head; no gradient)
     A_t      = estimator(turns); finalize (drop zero); normalize with all-reduced mean/std
@@ -46,7 +49,7 @@ from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_ch
 from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
 from stlm_selfplay.selfplay.batch import turn_values
-from stlm_selfplay.selfplay.config import (VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
+from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
                                            eval_games as eval_games_of)
 from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
@@ -84,14 +87,15 @@ def rollout_routing(model) -> dict:
 
 
 def split_objectives(specs) -> tuple[torch.nn.Module, tuple | None, ObjectiveSet | None]:
-    """(the RL objective, (the value objective, its weight) or None, the auxiliary objectives with
-    their weights or None). The value objective trains on the RL turns, the others on transcripts."""
+    """(the RL objective (or search_policy), (the value objective, its weight) or None, the auxiliary
+    objectives with their weights or None). The value objective trains on the RL turns, the others
+    on transcripts."""
     objectives = build_objectives(specs)
     pairs = list(zip(objectives.objectives, objectives.weights))
-    rl = [o for o, _ in pairs if is_rl(o)][0]
+    policy = [o for o, _ in pairs if is_rl(o) or o.name == SEARCH_OBJECTIVE][0]
     value = next(((o, w) for o, w in pairs if o.name == VALUE_OBJECTIVE), None)
-    aux = [(o, w) for o, w in pairs if not is_rl(o) and o.name != VALUE_OBJECTIVE]
-    return rl, value, ObjectiveSet(aux) if aux else None
+    aux = [(o, w) for o, w in pairs if o is not policy and o.name != VALUE_OBJECTIVE]
+    return policy, value, ObjectiveSet(aux) if aux else None
 
 
 def learner_scores(episodes) -> dict[str, tuple[float, int]]:
@@ -236,7 +240,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             stage = sp.stages[stage_index]
             # -- 1. rollouts
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
-            policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes)
+            policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes,
+                                      sp.search, routing)
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]

@@ -24,6 +24,7 @@ from stlm_selfplay.selfplay.config import PoolConfig, StageConfig
 from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
 from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy
 from stlm_selfplay.selfplay.rollout import EpisodeSpec
+from stlm_selfplay.selfplay.search import SearchConfig, SearchPolicy
 
 LEARNER = "learner"
 POOL_PREFIX = "pool/"
@@ -117,15 +118,20 @@ def plan_games(stage: StageConfig, n_games: int, group_size: int, pool: Pool, rn
 
 
 def build_policies(specs: list[EpisodeSpec], learner: torch.nn.Module, pool: Pool, mode: str,
-                   temperature: float, max_action_bytes: int = 8) -> dict:
-    """Every policy named in `specs`: the learner, the snapshots it meets, the scripted bots."""
+                   temperature: float, max_action_bytes: int = 8, search: SearchConfig | None = None,
+                   routing: dict | None = None) -> dict:
+    """Every policy named in `specs`: the learner, the snapshots it meets, the scripted bots.
+    With `search.simulations > 0` the learner moves by PUCT search (selfplay/search.py)."""
     snapshots = pool.by_name()
     policies: dict = {}
     for spec in specs:
         for name in spec.seats:
             if name in policies:
                 continue
-            if name == LEARNER or name.startswith(POOL_PREFIX):
+            if name == LEARNER and search is not None and search.simulations > 0:
+                policies[name] = SearchPolicy(learner, search, name=name, temperature=temperature,
+                                              routing=dict(routing or {}))
+            elif name == LEARNER or name.startswith(POOL_PREFIX):
                 model = learner if name == LEARNER else snapshots[name].model
                 policies[name] = ModelPolicy(model, name=name, mode=mode, temperature=temperature,
                                              max_action_bytes=max_action_bytes)

@@ -39,6 +39,8 @@ class Decision:
     chosen: int | None = None  # constrained: index of `text` in `candidates`
     probs: list[float] | None = None  # constrained: the policy's distribution over candidates
     byte_logprobs: list[float] = field(default_factory=list)  # free: per written byte
+    search_probs: list[float] | None = None  # search (selfplay/search.py): the root visit distribution
+    #                                          over candidates, the `search_policy` objective's target
 
 
 class Policy(Protocol):
