@@ -49,8 +49,15 @@ print(json.dumps(loaded))
 
 
 def test_help_through_the_real_entry_point_loads_no_torch():
-    code = "import runpy, sys\nsys.argv = ['stlm', 'run', '--help']\ntry:\n    runpy.run_module('stlm_selfplay', run_name='__main__')\n" \
-           "except SystemExit as done:\n    assert done.code == 0, done.code\nprint('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = """
+import runpy, sys
+sys.argv = ["stlm", "run", "--help"]
+try:
+    runpy.run_module("stlm_selfplay", run_name="__main__")
+except SystemExit as done:
+    assert done.code == 0, done.code
+print("torch" in sys.modules, "transformers" in sys.modules)
+"""
     done = python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: stlm run")
