@@ -155,7 +155,7 @@ def _undo_if_nothing_ran(cfg: RootConfig, root: Path, before: dict) -> None:
             if data is None:
                 path.unlink(missing_ok=True)
             elif not path.is_file() or path.read_bytes() != data:
-                path.write_bytes(data)
+                write_text_atomic(path, data.decode("utf-8"))  # written by us as UTF-8 text
         for folder in before["new_stages"]:
             shutil.rmtree(folder, ignore_errors=True)
         for folder in before["new_dirs"]:

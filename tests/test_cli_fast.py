@@ -117,3 +117,22 @@ def test_loading_a_model_shows_no_third_party_bars_unless_verbose(tmp_path):
         runs[bool(flags)] = done.stderr
     assert runs[False] == "", runs[False]
     assert "Loading weights" in runs[True]
+
+
+def test_wandb_offline_writes_its_files_and_prints_nothing(tmp_path):
+    """`logging.wandb=offline` (the default): wandb's files under the run folder, not a word of
+    wandb on the console (no banner, no run summary)."""
+    import os
+
+    from _pretrain_helpers import text_file, tiny_overrides
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    args = tiny_overrides(text_file(tmp_path), "wb", steps=2, **{"logging.wandb": "offline", "logging.progress": True})
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    done = subprocess.run([sys.executable, "-m", "stlm_selfplay", "pretrain", "empty.yaml", *args], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env={**env, "WANDB_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wandb" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+    assert done.stdout.startswith("run runs/wb: ")
+    runs = list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

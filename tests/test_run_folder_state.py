@@ -146,6 +146,12 @@ def test_new_checkpoint_is_fsynced_before_older_ones_are_pruned(tmp_path, monkey
     assert str(Path(tmp).resolve()) in synced_before_rename  # the folder's entries too
     assert ("fsync", root) in events[renamed:pruned]  # the rename itself, before the old one goes
     assert not (run / "checkpoints" / "step_1").exists() and list_checkpoints(run) == [run / "checkpoints" / "step_2"]
+    events.clear()  # re-saving step_2 (the end of a resumed run) swaps: the new one is on disk before the old goes
+    save_checkpoint(run, 2, model, {"step": 3}, keep_last=1)
+    gone = next(i for i, (kind, what) in enumerate(events) if kind == "rmtree" and ".tmp-old-step_2-" in what)
+    swapped = next(i for i, (kind, what) in enumerate(events) if kind == "replace" and what.endswith("step_2"))
+    assert swapped < events.index(("fsync", root), swapped) < gone
+    assert load_trainer_state(run / "checkpoints" / "step_2") == {"step": 3}
 
 
 MICRO_FAST = ["stages=[pretrain]", "schedule.steps=2", "logging.progress=false", "evaluation.episodes=2"]

@@ -63,14 +63,13 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, state: dict, kee
     _fault_point()
     torch.save(state, tmp / TRAINER_STATE)
     fsync_tree(tmp)  # the new checkpoint is on disk before the rename makes it the latest ...
-    if final.exists():  # re-saving a step (e.g. the end of a resumed run): swap, then delete old
-        old = root / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
+    old = root / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}" if final.exists() else None
+    if old is not None:  # re-saving a step (e.g. the end of a resumed run): swap, then delete old
         os.replace(final, old)
-        os.replace(tmp, final)
+    os.replace(tmp, final)
+    fsync_dir(root)  # ... and the rename too, before anything older is deleted or best.json names it
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(root)  # ... and the rename too, before best.json moves to it or older ones are pruned
     if val_loss is not None:
         best = read_best(run_dir)
         if best is None or val_loss < best["val_loss"]:
