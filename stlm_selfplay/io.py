@@ -1,8 +1,9 @@
 """Atomic file writes: a file is complete or absent, never half-written.
 
-Both functions write a temp file beside the target, fsync it, then `os.replace` it over the
-target (an atomic rename on one file system) and fsync the folder, so after a crash or power loss
-the file is the old one or the new one; the temp file is removed if anything fails on the way.
+`write_lines_atomic` and `write_text_atomic` write a temp file beside the target, fsync it, then
+`os.replace` it over the target (an atomic rename on one file system) and fsync the folder, so
+after a crash or power loss the file is the old one or the new one; the temp file is removed if
+anything fails on the way. `fsync_tree` puts a whole folder (a checkpoint) on disk.
 """
 
 from __future__ import annotations
@@ -55,3 +56,21 @@ def fsync_dir(folder: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file in `folder` (recursively), then each folder, deepest first: its contents
+    are on disk before anything that relies on them (a checkpoint before older ones are deleted)."""
+    folder = Path(folder)
+    folders = [folder]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            folders.append(path)
+        elif path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for sub in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(sub)

@@ -73,7 +73,7 @@ def resume_checkpoint(cfg: RootConfig, folder: Path) -> Path | None:
     if cfg.run.resume == "auto":
         return latest_checkpoint(folder)
     if cfg.run.resume == "never":
-        if list_checkpoints(folder):
+        if step_folders(folder):
             raise UserError(f"run folder '{folder}' already has checkpoints and run.resume=never; "
                             "pick another run.name, delete the folder, or use run.resume=auto")
         return None
@@ -84,18 +84,36 @@ def is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / COMPLETE_MARKER).is_file()
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete `step_<N>` checkpoint folders of a run, oldest first (temp folders ignored)."""
+def step_folders(folder: Path) -> list[Path]:
+    """Every `step_<N>` folder of a run, complete or not, oldest first (temp folders ignored)."""
     root = Path(folder) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and is_model_folder(p)]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete `step_<N>` checkpoint folders of a run, oldest first (temp folders ignored)."""
+    return [p for p in step_folders(folder) if is_model_folder(p)]
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    ckpts = list_checkpoints(folder)
-    return ckpts[-1] if ckpts else None
+    """The run's newest checkpoint, None when it has none. A newest `step_<N>` folder that lacks
+    `config.json` or `model.safetensors` (deleted or lost: checkpoints are written whole, by a
+    rename) is refused with a `UserError` naming the file and the fix, never skipped silently:
+    resuming, or evaluating, an older checkpoint than the user expects must be their choice."""
+    folders = step_folders(folder)
+    if not folders:
+        return None
+    newest = folders[-1]
+    missing = [name for name in ("config.json", COMPLETE_MARKER) if not (newest / name).is_file()]
+    if missing:
+        earlier = [p for p in folders[:-1] if is_model_folder(p)]
+        then = f"then {earlier[-1].name} is the latest" if earlier else "then the run starts afresh"
+        raise UserError(f"checkpoint '{newest}' is incomplete: {' and '.join(missing)} missing; "
+                        f"delete that folder ({then}) or start over under a new run.name")
+    return newest
 
 
 def stage_dir(folder: Path, stage: str) -> Path:

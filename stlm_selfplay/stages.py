@@ -13,12 +13,15 @@ Each stage runs with the root config's sections, its `run.out_dir` set to the ru
 its `run.name` to the stage. A stage whose last checkpoint is its final step is skipped, so a
 second `stlm run` resumes whichever stage was running (from that stage's last checkpoint: the
 stages resume exactly). A stage stopped by SIGINT/SIGTERM saves a checkpoint and ends the run.
+A call that fails before any stage made progress leaves the run folder as it found it (a new
+run: no folder, so `command.txt` always holds the command that started the run).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,8 +32,8 @@ from stlm_selfplay.bundled import bundled_names, config_file
 from stlm_selfplay.config import RootConfig
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.io import write_text_atomic
-from stlm_selfplay.runs import (COMMAND_FILE, CONFIG_FILE, latest_checkpoint, run_dir as run_dir_of_config,
-                                save_config, stage_config, stage_dir)
+from stlm_selfplay.runs import (COMMAND_FILE, CONFIG_FILE, METRICS_FILE, latest_checkpoint,
+                                run_dir as run_dir_of_config, save_config, stage_config, stage_dir, step_folders)
 
 INTERRUPTED = 130  # exit code of a run stopped by a signal (resumable)
 DEFAULT_CONFIG = "quickstart"
@@ -93,7 +96,7 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
     if cfg.run.cpu_threads:
         torch.set_num_threads(cfg.run.cpu_threads)
     started = time.perf_counter()
-    new_dirs = [p for p in (root, *root.parents) if not p.exists()]  # what this call creates, deepest first
+    before = _snapshot(cfg, root) if main_process else None
     try:
         try:
             if main_process:
@@ -103,8 +106,8 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
                     write_text_atomic(root / COMMAND_FILE, command + "\n")
             code = _run_stages(cfg, say)
         except Exception:
-            if new_dirs and main_process:
-                _forget_unstarted(cfg, root, new_dirs)
+            if before is not None:
+                _undo_if_nothing_ran(cfg, root, before)
             raise
         if code == 0 and main_process:
             evaluate_run(cfg)
@@ -115,23 +118,53 @@ def run_stages(cfg: RootConfig, command: str | None = None) -> int:
         torch.set_num_threads(threads)
 
 
-def _forget_unstarted(cfg: RootConfig, root: Path, new_dirs: list[Path]) -> None:
-    """A new run whose first stage failed before creating its folder (bad data, a batch larger than
-    the data, a name the file system refuses, ...) never started: remove its config.yaml and
-    command.txt and the folders this call created (only while empty), so no half-made run folder
-    is left and the next command's command.txt is the one that starts it."""
+def _progress(cfg: RootConfig, root: Path) -> list:
+    """What training has left in the run folder: each stage's step folders and metrics size."""
+    out = []
+    for stage in cfg.stages:
+        folder = stage_dir(root, stage)
+        metrics = folder / METRICS_FILE
+        out.append(([p.name for p in step_folders(folder)], metrics.stat().st_size if metrics.is_file() else 0))
+    return out
+
+
+def _snapshot(cfg: RootConfig, root: Path) -> dict | None:
+    """The run folder's state before this call: the files `stlm run` (re)writes, the folders it
+    would create, and the training progress. None when the path cannot even be read (a name the
+    file system refuses): then nothing can be written there either."""
     try:
-        if any(stage_dir(root, stage).exists() for stage in cfg.stages):
+        files = [root / CONFIG_FILE, root / COMMAND_FILE, *(stage_dir(root, s) / CONFIG_FILE for s in cfg.stages)]
+        return {"files": {p: p.read_bytes() if p.is_file() else None for p in files},
+                "new_dirs": [p for p in (root, *root.parents) if not p.exists()],  # deepest first
+                "new_stages": [stage_dir(root, s) for s in cfg.stages if not stage_dir(root, s).exists()],
+                "progress": _progress(cfg, root)}
+    except OSError:
+        return None
+
+
+def _undo_if_nothing_ran(cfg: RootConfig, root: Path, before: dict) -> None:
+    """A call that failed before any stage made progress (bad data, a batch larger than the data,
+    an incomplete checkpoint, ...) leaves the run folder as it found it: config.yaml, command.txt
+    and the stages' config.yaml as before (absent for a new run, so the next command's command.txt
+    is the one that starts it), and the folders this call created removed. After progress (a
+    checkpoint or a metrics row) the run has started and everything stays."""
+    try:
+        if _progress(cfg, root) != before["progress"]:
             return
-        for name in (CONFIG_FILE, COMMAND_FILE):
-            (root / name).unlink(missing_ok=True)
-    except OSError:  # e.g. a name too long to stat: nothing of it was written
+        for path, data in before["files"].items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            elif not path.is_file() or path.read_bytes() != data:
+                write_text_atomic(path, data.decode("utf-8"))  # written by us as UTF-8 text
+        for folder in before["new_stages"]:
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder in before["new_dirs"]:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something else lives there): leave it
+                pass
+    except OSError:  # the folder cannot be read or written: there is nothing to undo
         pass
-    for folder in new_dirs:
-        try:
-            folder.rmdir()
-        except OSError:  # absent or not empty: leave it
-            pass
 
 
 def _run_stages(cfg: RootConfig, say) -> int:

@@ -1,7 +1,8 @@
 """Every `benchmarks/bench_*.py --quick` runs in a subprocess and prints the JSON the docs promise.
 
 The JSON line (`_common.report`) must carry the shared keys, `quick: true`, at least one row,
-and the row keys listed below for each benchmark (scripts not listed: the shared keys only).
+and the row keys listed below for each benchmark (scripts not listed: the shared keys only); each
+row's throughput must be a finite number > 0 (`check_throughput`).
 Together the scripts take over a minute, so the three slowest run only under `pytest -m slow`:
 bench_rollout and bench_selfplay (each first pretrains a small game model) and bench_model
 (~80 s of CPU time with --quick when this test was written). The default five take ~30 s of CPU.
@@ -10,6 +11,7 @@ bench_rollout and bench_selfplay (each first pretrains a small game model) and b
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,35 @@ EXTRA_KEYS = {  # top-level keys beyond the shared ones
 }
 
 
+THROUGHPUT_KEYS = {  # the speed each benchmark measures: every row must have it
+    "bench_lm": "bytes_per_s", "bench_rollout": "games_per_s", "bench_gpu": "bytes_per_s", "bench_envs": "games_per_s",
+    "bench_pretrain": "bytes_per_s", "bench_model": "bytes_per_s", "bench_supervised": "steps_per_cpu_s",
+}
+
+
+def check_throughput(stem: str, row: dict) -> None:
+    """A speed is a finite number > 0: the row's required throughput key and any other `*_per_s`
+    / `*_per_cpu_s` value (0, NaN, infinity, None or a string fail; JSON's NaN parses as a float)."""
+    required = THROUGHPUT_KEYS.get(stem)
+    assert required is None or required in row, (stem, row)
+    for key, value in row.items():
+        if key == required or key.endswith(("_per_s", "_per_cpu_s")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            assert ok, f"{stem}: {key}={value!r} is not a finite throughput > 0 in {row}"
+
+
+@pytest.mark.parametrize("value", [0, 0.0, float("nan"), float("inf"), -3.0, None, "fast", True])
+def test_throughput_check_refuses_zero_nan_and_non_numbers(value):
+    with pytest.raises(AssertionError):
+        check_throughput("bench_lm", {"bytes_per_s": value})
+    with pytest.raises(AssertionError):
+        check_throughput("bench_params", {"train_s": 1.0, "tokens_per_s": value})
+    with pytest.raises(AssertionError):  # the required key missing
+        check_throughput("bench_envs", {"game": "nim"})
+    check_throughput("bench_lm", {"bytes_per_s": 1.5e4, "steps_per_cpu_s": 3})
+    check_throughput("bench_params", {"params": 0})  # not a speed: zero is fine
+
+
 def scripts():
     for path in sorted(BENCHMARKS.glob("bench_*.py")):
         marks = [pytest.mark.slow] if path.stem in SLOW else []
@@ -66,5 +97,7 @@ def test_quick_run_prints_its_json(script: Path, tmp_path):
     for row in payload["rows"]:
         if script.stem == "bench_gpu" and row["preset"] == "sampler":
             assert {"batch", "new_bytes", "bytes_per_s"} <= row.keys()
+            check_throughput(script.stem, row)
             continue
         assert ROW_KEYS.get(script.stem, set()) <= row.keys(), (script.stem, row)
+        check_throughput(script.stem, row)

@@ -18,10 +18,29 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(f"stlm_selfplay.commands.{COMMANDS[name][0]}") is not None
 
 
+def _require_module(name: str) -> None:
+    """A command listed in `cli.COMMANDS` without its module is a failure, never a skip."""
+    assert _has_module(name), f"stlm {name}: its module stlm_selfplay/commands/{COMMANDS[name][0]}.py is missing"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_module_exists_and_defines_its_hooks(command):
+    _require_module(command)
+    module = importlib.import_module(f"stlm_selfplay.commands.{COMMANDS[command][0]}")
+    assert callable(module.add_arguments) and callable(module.run)
+
+
+def test_a_listed_command_without_its_module_fails(monkeypatch, capsys):
+    monkeypatch.setitem(COMMANDS, "ghost", ("no_such_module", "a command whose file was never written"))
+    with pytest.raises(AssertionError, match="no_such_module.py is missing"):
+        _require_module("ghost")
+    with pytest.raises(ModuleNotFoundError):
+        main(["ghost", "--help"])
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_subcommand_has_help(command, capsys):
-    if not _has_module(command):
-        pytest.skip(f"stlm {command}: its module stlm_selfplay/commands/{COMMANDS[command][0]}.py is not written yet")
+    _require_module(command)
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
     assert done.value.code == 0
@@ -53,8 +72,7 @@ WRONG_PATHS = {
 @pytest.mark.parametrize("case", list(WRONG_PATHS))
 def test_wrong_path_or_run_name_is_one_line_exit_2(case, capsys):
     argv, message = WRONG_PATHS[case]
-    if not _has_module(argv[0]):
-        pytest.skip(f"stlm {argv[0]} is not written yet")
+    _require_module(argv[0])
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err

@@ -72,11 +72,55 @@ def test_random_bytes_never_raise_and_follow_the_rule(name):
     assert all(count > 0 for count in seen.values()), seen
 
 
+class _BadStr:
+    def __str__(self):
+        raise ValueError("no text")
+
+
+ODD_TEXTS = ["", "\x00", "\ud800", "[" + "é" * 10 + "]", "4" * 100_000, " [ PASS ] ", "[0]"]
+ODD_VALUES = [4, -1, 0, 10**100, 1.5, float("nan"), float("-inf"), None, True, 1 + 2j, b"[4]", b"\xff\xfe",
+              bytearray(b"[0]"), memoryview(b"[ 1 ]"), ["[4]"], [4], (1, 2), {"a": 1}, {}, set(), object(), _BadStr(),
+              Exception("[pass]")]
+
+
+def _reference_parse_any(action) -> str | None:
+    """The documented reading of a non-`str` action: bytes-like by its bytes, anything else by the
+    text of `str(action)` (None when that raises); the first bracketed token either way."""
+    if isinstance(action, (bytes, bytearray, memoryview)):
+        return _reference_parse(bytes(action))
+    try:
+        text = str(action)
+    except Exception:  # noqa: BLE001
+        return None
+    return _reference_parse(text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("name", EVERY_GAME)
-def test_text_strings_and_odd_types_never_raise(name):
-    game = make(name, illegal="random", seed=0)
-    for text in ["", "\x00", "\ud800", "[" + "é" * 10 + "]", "4" * 100_000, " [ PASS ] ", "[0]"]:
+def test_text_strings_and_odd_types_never_raise(name, rule):
+    """Strings and non-strings (ints, floats, None, bytes, lists, dicts, objects whose str()
+    raises) under every illegal-move rule: no exception, and the rule's exact outcome."""
+    game, strikes, seen = make(name, illegal=rule, seed=0), 0, set()
+    for i, action in enumerate(ODD_TEXTS + ODD_VALUES):
         if game.done:
-            game.reset(1)
-        result = game.step(text)
-        assert result.rule in {"ok", "random"}
+            game.reset(i)
+            strikes = 0
+        player, legal, turn = game.current_player, game.legal_actions(), game.turn
+        result = game.step(action)
+        parsed = action if action.__class__ is str and action in legal else _reference_parse_any(action)
+        seen.add(result.rule)
+        assert result.player == player
+        if parsed in legal:
+            assert (result.legal, result.rule, result.applied, game.turn) == (True, "ok", parsed, turn + 1), action
+            strikes = 0
+        elif rule == "random":
+            assert not result.legal and result.rule == "random" and result.applied in legal and game.turn == turn + 1
+        elif rule == "retry:2" and strikes < 2:
+            assert (result.legal, result.rule, result.done, game.turn) == (False, "retry", False, turn), action
+            assert isinstance(game.feedback, str) and len(game.feedback) <= 11
+            assert all(" " <= c <= "~" for c in game.feedback)
+            strikes += 1
+        else:
+            assert (result.legal, result.rule, result.done) == (False, "lose", True), action
+            assert game.rewards[player] < 0 and sum(game.rewards) == pytest.approx(0.0)
+    assert {"random": {"random"}, "retry:2": {"retry", "lose"}, "lose": {"lose"}}[rule] <= seen, seen

@@ -9,7 +9,8 @@ from _model_fixtures import small_config, trained_model
 
 import stlm_selfplay  # noqa: F401
 from stlm_selfplay.model import ByteTokenizer, STLMForCausalLM, generate, score
-from stlm_selfplay.model.tokenizer import EOS_ID
+from stlm_selfplay.model.sampling import emit_logprobs, next_byte_logits
+from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PROMPTS = [b"", b"ROMEO:", b"First Citizen:\nBefore we proceed", b"the ", b"KING HENRY", b"O", b"And so", b"What say you, my lord? "]
 
@@ -49,13 +50,22 @@ def test_score_equals_the_sampler_log_probs():
 
 
 def test_score_is_a_proper_distribution_over_next_bytes():
+    """The 256 byte probabilities `score` gives after a context, plus the end-of-text probability
+    of the model's next-byte distribution, sum to 1 (1e-5); PAD and BOS get exactly 0; and `score`
+    agrees with that distribution byte for byte."""
     model = trained_model("fixed")
     options = [bytes([b]) for b in range(256)]
-    logps = score(model, [b"ROMEO"] * 256, options)
-    eos = torch.tensor(generate(model, [b"ROMEO"], 1, greedy=True)[0].logprobs)  # any one value
-    total = torch.stack(logps).squeeze(1).exp().sum()
-    assert 0.9 < total <= 1.0 + 1e-5  # bytes share the mass with EOS only
-    assert eos.numel() == 1
+    scored = torch.stack(score(model, [b"ROMEO"] * 256, options)).squeeze(1)
+    ids = torch.tensor([list(b"ROMEO")])
+    with torch.no_grad():
+        full = emit_logprobs(next_byte_logits(model, ids, torch.ones_like(ids)))[0, -1]  # [V], the next byte
+    assert full.shape == (VOCAB_SIZE,)
+    torch.testing.assert_close(scored, full[:256], rtol=0, atol=1e-5)
+    eos = full[EOS_ID].exp()
+    assert 0 < eos < 1
+    assert abs(float(scored.exp().sum() + eos) - 1.0) < 1e-5
+    assert full[PAD_ID].exp() == 0 and full[BOS_ID].exp() == 0
+    assert abs(float(full.exp().sum()) - 1.0) < 1e-5
 
 
 def test_stop_strings_are_included_and_end_generation():

@@ -4,7 +4,8 @@ The model was pretrained on random-play transcripts (so it starts out imitating 
 After a short self-play run (40% of the games against the random bot, 10% against the optimal
 bot, half against itself; RAE baselines, normalized advantages), both its win rate against `random` and its optimal-move rate
 over all 4,520 positions rise, and a one-sided two-proportion z-test at alpha = 0.01 rejects
-"no rise" for each. The win rate is that of the policy being trained (sampled at its training
+"no rise" for each (the project's own statistic, `before_after.one_sided_z`, that `stlm run`'s
+before/after evaluation reports). The win rate is that of the policy being trained (sampled at its training
 temperature 1, 200 games per seat, the same seeded games before and after): greedy play of a
 near-uniform policy jumps between whole strategies, so its win rate is a poor measure of small
 policy changes. The optimal-move rate is exact (the policy's mass on minimax-optimal moves).
@@ -12,15 +13,13 @@ policy changes. The optimal-move rate is exact (the policy's mass on minimax-opt
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from _selfplay_fixtures import pretrained_ttt, selfplay_config
+from stlm_selfplay.before_after import ALPHA, normal_cdf, one_sided_z
 from stlm_selfplay.selfplay.loop import selfplay
 from stlm_selfplay.train.metrics import read_metrics
 
-Z_ONE_SIDED_1PCT = 2.3263478740408408  # Phi^-1(0.99)
 EVAL_EPISODES = 200  # per seat: 400 games against random at each evaluation
 POSITIONS = 4520
 
@@ -37,19 +36,24 @@ LEARNING_RUN = dict(updates=30, games_per_update=32, lr=3e-3, advantages__normal
                     pool__snapshot_every=10)
 
 
-def rise_z(k_before: int, k_after: int, n: int) -> float:
-    """One-sided two-proportion z statistic (pooled) for p_after > p_before, n trials each:
+def test_project_z_matches_a_hand_computation():
+    """The project's statistic (`before_after.one_sided_z`, pooled two-proportion z), as used here:
 
-        z = (p2 - p1) / sqrt(p (1 - p) (2 / n)),   p = (k1 + k2) / (2 n)
+        z = (p2 - p1) / sqrt(p (1 - p) (1/n1 + 1/n2)),   p = (k1 + k2) / (n1 + n2)
     """
-    p1, p2, p = k_before / n, k_after / n, (k_before + k_after) / (2 * n)
-    return (p2 - p1) / math.sqrt(max(p * (1 - p) * 2 / n, 1e-12))
-
-
-def test_rise_z_matches_a_hand_computation():
     # 40/100 -> 60/100: p = 0.5, se = sqrt(0.25 * 0.02) = 0.0707..., z = 0.2 / 0.0707 = 2.828
-    assert rise_z(40, 60, 100) == pytest.approx(2.8284271, rel=1e-6)
-    assert rise_z(60, 40, 100) < 0
+    assert one_sided_z(40, 100, 60, 100) == pytest.approx(2.8284271, rel=1e-6)
+    # 10/50 -> 30/60: p = 40/110, se = sqrt(0.363636 * 0.636364 * (1/50 + 1/60)) = 0.0921132, z = 0.3 / se
+    assert one_sided_z(10, 50, 30, 60) == pytest.approx(3.2568609, rel=1e-6)
+    assert one_sided_z(60, 100, 40, 100) < 0
+    # the test's criterion: one-sided p-value 1 - Phi(z) < alpha, i.e. z > Phi^-1(0.99) = 2.3263
+    assert 1 - normal_cdf(2.3263478740408408) == pytest.approx(ALPHA, rel=1e-9)
+    assert 1 - normal_cdf(2.33) < ALPHA < 1 - normal_cdf(2.32)
+
+
+def rises(k_before: int, k_after: int, n: int) -> bool:
+    """A one-sided rise at alpha = `before_after.ALPHA` (0.01), by the project's own z."""
+    return 1 - normal_cdf(one_sided_z(k_before, n, k_after, n)) < ALPHA
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +71,12 @@ def test_constrained_selfplay_raises_win_rate_and_optimal_move_rate(tmp_path, tt
     games = 2 * EVAL_EPISODES
     wins = [round(row["tictactoe/random/win_rate"] * games) for row in (before, after)]
     optimal = [round(row["tictactoe/optimal_rate"] * POSITIONS) for row in (before, after)]
-    report = (f"win rate vs random {wins[0] / games:.3f} -> {wins[1] / games:.3f} (z {rise_z(*wins, games):.2f}); "
-              f"optimal-move rate {before['tictactoe/optimal_rate']:.4f} -> {after['tictactoe/optimal_rate']:.4f} "
-              f"(z {rise_z(*optimal, POSITIONS):.2f})")
+    report = (f"win rate vs random {wins[0] / games:.3f} -> {wins[1] / games:.3f} "
+              f"(z {one_sided_z(wins[0], games, wins[1], games):.2f}); optimal-move rate "
+              f"{before['tictactoe/optimal_rate']:.4f} -> {after['tictactoe/optimal_rate']:.4f} "
+              f"(z {one_sided_z(optimal[0], POSITIONS, optimal[1], POSITIONS):.2f})")
     print(report)
-    assert rise_z(*wins, games) > Z_ONE_SIDED_1PCT, report
-    assert rise_z(*optimal, POSITIONS) > Z_ONE_SIDED_1PCT, report
+    assert rises(*wins, games), report
+    assert rises(*optimal, POSITIONS), report
     train = read_metrics(tmp_path / "learn" / "metrics.jsonl", "train")
     assert all(row["illegal_rate"] == 0 for row in train)  # constrained mode only plays legal moves

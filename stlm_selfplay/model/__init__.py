@@ -1,4 +1,8 @@
-"""The STLM model: byte tokenizer, byte-pooled transformer, sampler and scorer."""
+"""The STLM model: byte tokenizer, byte-pooled transformer, sampler and scorer.
+
+Importing this package (or any module under it) registers `model_type="stlm"` with transformers'
+Auto classes, so a model is never built or loaded before the registration.
+"""
 
 from stlm_selfplay.model.config import STLMConfig, load_preset
 from stlm_selfplay.model.flops import flops_per_byte, param_table
@@ -13,6 +17,9 @@ def register_auto_classes() -> None:
     from stlm_selfplay.model.hf import register
 
     register()
+
+
+register_auto_classes()
 
 
 __all__ = [

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.io import write_text_atomic
-from stlm_selfplay.runs import BEST_FILE as BEST, CHECKPOINTS, COMPLETE_MARKER, list_checkpoints
+from stlm_selfplay.io import fsync_dir, fsync_tree, write_text_atomic
+from stlm_selfplay.runs import BEST_FILE as BEST, CHECKPOINTS, COMPLETE_MARKER, list_checkpoints, run_dir_of
 
 TRAINER_STATE = "trainer_state.pt"
 FAULT_ENV = "STLM_FAULT_CHECKPOINT"
@@ -62,13 +62,14 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, state: dict, kee
         model.save_pretrained(str(tmp), safe_serialization=True)
     _fault_point()
     torch.save(state, tmp / TRAINER_STATE)
-    if final.exists():  # re-saving a step (e.g. the end of a resumed run): swap, then delete old
-        old = root / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
+    fsync_tree(tmp)  # the new checkpoint is on disk before the rename makes it the latest ...
+    old = root / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}" if final.exists() else None
+    if old is not None:  # re-saving a step (e.g. the end of a resumed run): swap, then delete old
         os.replace(final, old)
-        os.replace(tmp, final)
+    os.replace(tmp, final)
+    fsync_dir(root)  # ... and the rename too, before anything older is deleted or best.json names it
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
     if val_loss is not None:
         best = read_best(run_dir)
         if best is None or val_loss < best["val_loss"]:
@@ -109,8 +110,12 @@ def load_trainer_state(folder: Path) -> dict:
     """The trainer state of a checkpoint (`weights_only=True`); a `UserError` if missing or corrupt."""
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
-        raise UserError(f"'{folder}' has no {TRAINER_STATE}, so it cannot be resumed; "
-                        "pass a checkpoint written by stlm, or run.resume=never")
+        if run_dir_of(folder) is not None:  # the latest checkpoint of the run being resumed
+            fix = "delete that folder to resume from the checkpoint before it, or start over under a new run.name"
+        else:  # run.resume=<a model folder stlm did not write>
+            fix = ("run.resume takes a checkpoint written by stlm (<run>/checkpoints/step_<N>); to start "
+                   "self-play from these weights use selfplay.init_from with run.resume=auto")
+        raise UserError(f"'{folder}' has no {TRAINER_STATE}, so training cannot resume from it; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
