@@ -33,8 +33,10 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
     "bench_model": {"what", "bytes_per_s"},
     "bench_supervised": {"variant", "params", "steps", "steps_per_cpu_s", "final_digit_rate", "exact_rate"},
+    "bench_scoring": {"method", "positions", "actions", "cpu_s", "positions_per_s"},
 }
 RATIO_KEYS = {  # same-run ratios the benchmark reports
+    "bench_scoring": {"choices_over_rows"},
     "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
                     "self_speculative_acceptance"},
 }
@@ -49,7 +51,7 @@ EXTRA_KEYS = {  # top-level keys beyond the shared ones
 
 THROUGHPUT_KEYS = {  # the speed each benchmark measures: every row must have it
     "bench_lm": "bytes_per_s", "bench_rollout": "games_per_s", "bench_gpu": "bytes_per_s", "bench_envs": "games_per_s",
-    "bench_pretrain": "bytes_per_s", "bench_model": "bytes_per_s", "bench_supervised": "steps_per_cpu_s",
+    "bench_pretrain": "bytes_per_s", "bench_model": "bytes_per_s", "bench_supervised": "steps_per_cpu_s", "bench_scoring": "positions_per_s",
 }
 
 
