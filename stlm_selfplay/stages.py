@@ -19,6 +19,8 @@ run: no folder, so `command.txt` always holds the command that started the run).
 
 from __future__ import annotations
 
+import json
+
 import os
 import shlex
 import shutil
@@ -71,12 +73,17 @@ def check_staged(cfg: RootConfig) -> None:
     if len(set(cfg.stages)) != len(cfg.stages):
         raise UserError(f"config key 'stages' repeats a stage: {cfg.stages}")
     if "selfplay" in cfg.stages:
+        from stlm_selfplay.config import build_model_config
         from stlm_selfplay.runs import resolve_model_folder
         from stlm_selfplay.selfplay.config import check_selfplay
 
-        check_selfplay(cfg.selfplay)
+        value_head = None  # whether the model self-play will improve has a value head (gae, value need one)
         if cfg.selfplay.init_from:
-            resolve_model_folder(cfg.selfplay.init_from)  # a wrong path fails now, not after pretraining
+            folder = resolve_model_folder(cfg.selfplay.init_from)  # a wrong path fails now, not after pretraining
+            value_head = bool(json.loads((folder / "config.json").read_text()).get("value_head", False))
+        elif "pretrain" in cfg.stages:
+            value_head = bool(build_model_config(cfg.model).value_head)
+        check_selfplay(cfg.selfplay, value_head=value_head)  # before pretraining, not after it
     from stlm_selfplay.before_after import check_bots, evaluation_games
 
     check_bots(evaluation_games(cfg), cfg.evaluation.bots)

@@ -257,3 +257,25 @@ def test_value_head_trains_under_ddp(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     train = read_metrics(tmp_path / "ddp" / "metrics.jsonl", "train")
     assert [r["value/value_mean"] == 0.0 for r in train] == [True, False]  # trained after the first update
+
+
+def test_stlm_run_refuses_gae_without_a_value_head_before_pretraining(tmp_path):
+    """`stlm run` checks the self-play stage against the model it will pretrain: exit 2 at once,
+    no run folder; with model value_head: true the same command passes the check."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "micro.yaml"
+    base = [sys.executable, "-m", "stlm_selfplay", "run", str(config), f"run.out_dir={tmp_path}",
+            "logging.wandb=disabled", "selfplay.advantages.estimator=gae",
+            "selfplay.objectives=[{name: reinforce}, {name: value, weight: 0.5}]"]
+    done = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "needs model value_head: true" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "micro").exists()
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.stages import check_staged
+
+    ok = load_config(config, base[5:] + ["model.overrides.value_head=true"])
+    check_staged(ok)  # no error

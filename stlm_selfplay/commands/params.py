@@ -22,6 +22,7 @@ def format_table(name: str, table: dict, flops: float) -> str:
         ("byte embedding + local encoder", table["embedding_encoder"]),
         ("global trunk", table["trunk"]),
         ("local decoder + head", table["decoder_head"]),
+        *([("value head", table["value_head"])] if table["value_head"] else []),
         ("total", table["total"]),
         ("", None),
         ("same trunk, GPT-2 vocabulary (tied)", table["gpt2_total_tied"]),
