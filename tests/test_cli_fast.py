@@ -6,13 +6,14 @@ Python in a subprocess (a test process has torch loaded already)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from _model_fixtures import save_untrained_tiny
 
-from stlm_selfplay.cli import COMMANDS
+from stlm_selfplay.cli import COMMANDS, QUIET_ENV
 
 HEAVY = ("torch", "transformers", "wandb", "datasets", "numpy", "pyarrow", "trl", "lm_eval", "safetensors")
 
@@ -109,9 +110,10 @@ def test_loading_a_model_shows_no_third_party_bars_unless_verbose(tmp_path):
     folder = save_untrained_tiny(tmp_path / "m")
     argv = ["eval", str(folder), "--game", "tictactoe", "--episodes", "1"]
     runs = {}
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}  # an in-process cli.main set them
     for flags in ([], ["--verbose"]):
         done = subprocess.run([sys.executable, "-m", "stlm_selfplay", *flags, *argv], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path)
+                              text=True, timeout=300, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"model: {folder}")
         runs[bool(flags)] = done.stderr
@@ -122,13 +124,11 @@ def test_loading_a_model_shows_no_third_party_bars_unless_verbose(tmp_path):
 def test_wandb_offline_writes_its_files_and_prints_nothing(tmp_path):
     """`logging.wandb=offline` (the default): wandb's files under the run folder, not a word of
     wandb on the console (no banner, no run summary)."""
-    import os
-
     from _pretrain_helpers import text_file, tiny_overrides
 
     (tmp_path / "empty.yaml").write_text("{}\n")
     args = tiny_overrides(text_file(tmp_path), "wb", steps=2, **{"logging.wandb": "offline", "logging.progress": True})
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE" and k not in QUIET_ENV}
     done = subprocess.run([sys.executable, "-m", "stlm_selfplay", "pretrain", "empty.yaml", *args], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path, env={**env, "WANDB_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
