@@ -2,7 +2,7 @@
 
 The model was pretrained on random-play transcripts (so it starts out imitating random play).
 After a short self-play run (40% of the games against the random bot, 10% against the optimal
-bot, half against itself; RAE baselines, normalized advantages), both its win rate against `random` and its optimal-move rate
+bot, half against itself; RAE baselines, normalized advantages; two seeds, judged together), both its win rate against `random` and its optimal-move rate
 over all 4,520 positions rise, and a one-sided two-proportion z-test at alpha = 0.01 rejects
 "no rise" for each (the project's own statistic, `before_after.one_sided_z`, that `stlm run`'s
 before/after evaluation reports). The win rate is that of the policy being trained (sampled at its training
@@ -30,6 +30,11 @@ POSITIONS = 4520
 # probability (one distribution for sampling and training), seed 0 with that mix reached only z 2.21
 # on the optimal-move rate; with 10% of the games against the optimal bot (as in the quickstart):
 # win rate 0.445 -> 0.575 (z 3.68), optimal-move rate 0.582 -> 0.649 (z 6.55).
+# On the CI machine (2026-12-03) the same seed-0 run failed: its pretraining ended at val loss 0.4536
+# instead of 0.4504 here (float-level differences between CPUs), and self-play then rose only
+# 0.430 -> 0.505 (z 2.13) and 0.5813 -> 0.6024 (z 2.03). One run's 30 updates are too noisy to judge
+# "self-play helps", so the test pools two seeded runs. Measured here: seed 0 0.440 -> 0.573,
+# 0.5817 -> 0.6467; seed 1 0.435 -> 0.5425, 0.5817 -> 0.6565 (z 3.04 / 7.32 alone).
 LEARNING_RUN = dict(updates=30, games_per_update=32, lr=3e-3, advantages__normalize=True,
                     stages="[{games: {tictactoe: 1.0}, opponents: {random: 0.4, optimal: 0.1, self: 0.5}, temperature: 1.0}]",
                     eval__every=0, eval__episodes=EVAL_EPISODES, eval__temperature=1.0, eval__optimal_rate=True,
@@ -61,22 +66,40 @@ def ttt_checkpoint(tmp_path_factory):
     return pretrained_ttt(tmp_path_factory)
 
 
-def test_constrained_selfplay_raises_win_rate_and_optimal_move_rate(tmp_path, ttt_checkpoint):
-    run_folder = ttt_checkpoint.parents[1]  # init_from a pretrain run folder (its latest checkpoint)
-    selfplay(selfplay_config(run_folder, tmp_path, "learn", **LEARNING_RUN))
-    evals = read_metrics(tmp_path / "learn" / "metrics.jsonl", "eval")
-    before, after = evals[0], evals[-1]
-    assert (before["step"], after["step"]) == (0, LEARNING_RUN["updates"])
+SEEDS = (0, 1)  # two independent self-play runs (run.seed: their games and evaluation games differ)
 
+
+def test_constrained_selfplay_raises_win_rate_and_optimal_move_rate(tmp_path, ttt_checkpoint):
+    """Two seeded runs from the same pretrained model, judged together: the win counts of both runs'
+    evaluations are pooled (independent games: 2 x 400 before, 2 x 400 after); the optimal-move rate
+    is exact and the same model is scored before both runs, so its test compares the before rate
+    with the runs' mean after rate at n = 4,520 (not doubled)."""
+    run_folder = ttt_checkpoint.parents[1]  # init_from a pretrain run folder (its latest checkpoint)
     games = 2 * EVAL_EPISODES
-    wins = [round(row["tictactoe/random/win_rate"] * games) for row in (before, after)]
-    optimal = [round(row["tictactoe/optimal_rate"] * POSITIONS) for row in (before, after)]
-    report = (f"win rate vs random {wins[0] / games:.3f} -> {wins[1] / games:.3f} "
-              f"(z {one_sided_z(wins[0], games, wins[1], games):.2f}); optimal-move rate "
-              f"{before['tictactoe/optimal_rate']:.4f} -> {after['tictactoe/optimal_rate']:.4f} "
+    wins, rates = [0, 0], [[], []]
+    for seed in SEEDS:
+        config = selfplay_config(run_folder, tmp_path, f"learn-{seed}", **LEARNING_RUN)
+        config.run.seed = seed
+        selfplay(config)
+        evals = read_metrics(tmp_path / f"learn-{seed}" / "metrics.jsonl", "eval")
+        before, after = evals[0], evals[-1]
+        assert (before["step"], after["step"]) == (0, LEARNING_RUN["updates"])
+        for i, row in enumerate((before, after)):
+            wins[i] += round(row["tictactoe/random/win_rate"] * games)
+            rates[i].append(row["tictactoe/optimal_rate"])
+        print(f"seed {seed}: win rate vs random {before['tictactoe/random/win_rate']:.3f} -> "
+              f"{after['tictactoe/random/win_rate']:.3f}; optimal-move rate {before['tictactoe/optimal_rate']:.4f} "
+              f"-> {after['tictactoe/optimal_rate']:.4f}")
+        train = read_metrics(tmp_path / f"learn-{seed}" / "metrics.jsonl", "train")
+        assert all(row["illegal_rate"] == 0 for row in train)  # constrained mode only plays legal moves
+    assert max(rates[0]) - min(rates[0]) < 1e-9  # the same pretrained model before both runs
+
+    n = games * len(SEEDS)
+    optimal = [round(sum(r) / len(r) * POSITIONS) for r in rates]
+    report = (f"pooled win rate vs random {wins[0] / n:.3f} -> {wins[1] / n:.3f} "
+              f"(z {one_sided_z(wins[0], n, wins[1], n):.2f}); mean optimal-move rate "
+              f"{optimal[0] / POSITIONS:.4f} -> {optimal[1] / POSITIONS:.4f} "
               f"(z {one_sided_z(optimal[0], POSITIONS, optimal[1], POSITIONS):.2f})")
     print(report)
-    assert rises(*wins, games), report
+    assert rises(*wins, n), report
     assert rises(*optimal, POSITIONS), report
-    train = read_metrics(tmp_path / "learn" / "metrics.jsonl", "train")
-    assert all(row["illegal_rate"] == 0 for row in train)  # constrained mode only plays legal moves
