@@ -18,6 +18,11 @@ Goals (hard on purpose): optimal-move rate >= 0.99 and no loss to minimax in 1,0
 30 CPU-minutes for <= 2M parameters; Kuhn exploitability < 0.01.
 
     python benchmarks/bench_selfplay.py [--quick] [--minutes M] [--runs ttt-free,ttt-constrained,kuhn]
+    python benchmarks/bench_selfplay.py --recipe configs/selfplay/tictactoe-search.yaml --model value_head=true \
+        --minutes 1000 --set selfplay.updates=100 --eval-every 20
+
+`--recipe PATH` runs one YAML self-play recipe (named after its file; game and action mode from
+its first stage) through the same pretraining, curve and final match, instead of `--runs`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ RUNS = {  # name: (game, action mode, evaluation bots, self-play recipe: a YAML,
     "kuhn": ("kuhn_poker", "constrained", "[random, nash]", "configs/selfplay/kuhn.yaml"),
 }
 REPO = Path(__file__).resolve().parents[1]
+
+
+def add_recipe(path: str) -> str:
+    """Register the YAML self-play recipe at `path` in RUNS (game and mode from its first stage); returns its name."""
+    stage = load_config(REPO / path).selfplay.stages[0]
+    game = next(iter(stage.games))
+    name = f"recipe-{Path(path).stem}"
+    RUNS[name] = (game, stage.mode, "[random, nash]" if game == "kuhn_poker" else "[random, minimax]", path)
+    return name
 
 
 def generic_recipe(game: str, mode: str) -> list[str]:
@@ -131,6 +145,10 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock minutes per run")
     parser.add_argument("--runs", default="ttt-free,ttt-constrained,kuhn", help="which runs, comma-separated")
+    parser.add_argument("--recipe", default="", metavar="PATH",
+                        help="run this YAML self-play recipe (relative to the repo) instead of --runs")
+    parser.add_argument("--work", default="", metavar="DIR",
+                        help="keep the runs (metrics.jsonl, checkpoints) in DIR instead of a temporary folder")
     parser.add_argument("--pretrain-steps", type=int, default=600, help="pretraining steps on random-play transcripts")
     parser.add_argument("--eval-every", type=int, default=10, help="updates between curve points")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation games per bot per seat at each point")
@@ -145,10 +163,12 @@ def main() -> None:
         # the plumbing only: one update per run, no optimal-move rate (one batched score of 4,520 positions)
         args.minutes, args.pretrain_steps, args.eval_every, args.episodes, args.final_episodes = 0.0001, 5, 1, 2, 2
         args.runs = "ttt-constrained,kuhn"
+    if args.recipe:
+        args.runs = add_recipe(args.recipe)
     model = dict(QUICK_MODEL if args.quick else MODEL, **dict(item.split("=", 1) for item in args.model))
     torch.set_num_threads(1)  # the final matches run here; >1 thread thrashes on a shared machine
     rows, finals, started = [], {}, time.perf_counter()
-    with tempfile.TemporaryDirectory() as work:
+    with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory() as work:
         work = Path(work)
         for name in args.runs.split(","):
             game = RUNS[name][0]

@@ -103,3 +103,18 @@ def test_quick_run_prints_its_json(script: Path, tmp_path):
             continue
         assert ROW_KEYS.get(script.stem, set()) <= row.keys(), (script.stem, row)
         check_throughput(script.stem, row)
+
+
+@pytest.mark.slow
+def test_selfplay_bench_runs_a_yaml_recipe(tmp_path):
+    """`--recipe` runs the YAML's objectives (here search_policy + value) under the recipe's own name."""
+    recipe = "configs/selfplay/tictactoe-search.yaml"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_selfplay.py"), "--quick", "--json-only", "--recipe",
+                           recipe, "--model", "value_head=true", "--work", str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"benchmark"')))
+    assert {row["run"] for row in payload["rows"]} == {"recipe-tictactoe-search"}
+    assert set(payload["final_vs_minimax"]) == {"recipe-tictactoe-search"}
+    train = [json.loads(line) for line in (tmp_path / "recipe-tictactoe-search" / "metrics.jsonl").read_text().splitlines()]
+    assert any(any("search_policy" in key for key in row) for row in train), train[-1]
