@@ -34,8 +34,10 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_model": {"what", "bytes_per_s"},
     "bench_supervised": {"variant", "params", "steps", "steps_per_cpu_s", "final_digit_rate", "exact_rate"},
     "bench_scoring": {"method", "positions", "actions", "cpu_s", "positions_per_s"},
+    "bench_cli": {"what", "seconds"},
 }
 RATIO_KEYS = {  # same-run ratios the benchmark reports
+    "bench_cli": {"slowest_help_over_import_torch"},
     "bench_scoring": {"choices_over_rows"},
     "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
                     "self_speculative_acceptance"},
