@@ -17,6 +17,7 @@ SHAKESPEARE_CONFIG = REPO / "configs" / "pretrain" / "shakespeare-tiny.yaml"
     ("wrong type", "error: bad value for config key 'schedule.steps' in overrides"),
     ("missing data", "error: data.path '{tmp}/nope.txt' matches no files"),
     ("empty data", "error: data source 'text' produced no text"),
+    ("batch larger than the data", "error: the train split has"),
 ])
 def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, case, expected):
     data = text_file(tmp_path)
@@ -27,6 +28,8 @@ def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, case, exp
         args.append("schedule.steps=many")
     elif case == "missing data":
         args.append(f"data.path={tmp_path}/nope.txt")
+    elif case == "batch larger than the data":
+        args.append("data.batch_size=100000")
     else:
         (tmp_path / "empty.txt").write_text("")
         args.append(f"data.path={tmp_path}/empty.txt")

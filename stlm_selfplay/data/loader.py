@@ -85,6 +85,14 @@ def batch_indices(micro_step: int, num_sequences: int, global_batch: int, seed: 
     return epoch_permutation(num_sequences, seed, epoch)[j * global_batch:(j + 1) * global_batch]
 
 
+def check_one_batch_fits(data: PackedSequences, global_batch: int) -> None:
+    """A UserError unless the train split holds at least one global batch (called by the trainer
+    before it writes the run folder, and by `BatchStream`)."""
+    if len(data) < global_batch:
+        raise UserError(f"the train split has {len(data)} sequences of {data.seq_len} ids, fewer than one global "
+                        f"batch ({global_batch}); use more data or lower data.batch_size / data.seq_len")
+
+
 class BatchStream:
     """Iterator of this rank's micro-batches (LongTensor [batch_size, seq_len]) from `start`.
 
@@ -97,9 +105,7 @@ class BatchStream:
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.rank, self.world_size, self.pin_memory = rank, world_size, pin_memory
         self.global_batch = batch_size * world_size
-        if len(data) < self.global_batch:
-            raise UserError(f"the train split has {len(data)} sequences of {data.seq_len} ids, fewer than one global "
-                            f"batch ({self.global_batch}); use more data or lower data.batch_size / data.seq_len")
+        check_one_batch_fits(data, self.global_batch)
         self.micro_step = start
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()

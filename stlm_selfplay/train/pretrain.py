@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from stlm_selfplay.config import RootConfig, build_model_config
 from stlm_selfplay.data.cache import prepare_data
-from stlm_selfplay.data.loader import BatchStream, PackedSequences, val_sequences
+from stlm_selfplay.data.loader import BatchStream, PackedSequences, check_one_batch_fits, val_sequences
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives import Batch, build_objectives
 from stlm_selfplay.runs import CONFIG_FILE, resume_checkpoint, run_dir as run_dir_of_config, save_config
@@ -102,6 +102,8 @@ def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps
         if len(state["rng"]) == dist.world_size:
             restore_rng_state(state["rng"][dist.rank])
     end_step = cfg.schedule.steps if max_steps is None else min(cfg.schedule.steps, start_step + max_steps)
+
+    check_one_batch_fits(train_data, global_batch)  # the last check before the run folder is written
 
     # -- run folder (rank 0)
     if dist.is_main:
