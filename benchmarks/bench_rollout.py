@@ -11,7 +11,7 @@ runs to its natural end whatever the model writes):
   (`do_sample`, stopping at `]`, newline or EOS; HF re-reads the whole prompt each byte).
 
 Reported: games/s of each and their ratio (goal >= 20x), and for the engine the fraction of its
-wall time spent outside the policy's model calls (`generate` / `score`: prompt building, game
+wall time spent outside the policy's model calls (`generate` / `score_choices`: prompt building, game
 stepping, bookkeeping; goal < 15%), plus the fraction outside the model's module forwards
 (trunk, encoder, decoder: also counts the sampler's own Python).
 
@@ -87,11 +87,11 @@ def engine(model, games: int, seed: int) -> dict:
     policy = ModelPolicy(model, mode="free", temperature=1.0, max_action_bytes=MAX_ACTION_BYTES)
     totals: dict = {}
     parts = [m for m in (model.trunk, model.encoder, model.decoder) if any(True for _ in m.parameters())]
-    with timed_calls(policies, ["generate", "score"], totals), forward_time(parts, totals):
+    with timed_calls(policies, ["generate", "score_choices"], totals), forward_time(parts, totals):
         start = time.perf_counter()
         episodes = play(specs, {"learner": policy}, RolloutRandom(seed))
         wall = time.perf_counter() - start
-    model_calls = totals.get("generate", 0.0) + totals.get("score", 0.0)
+    model_calls = totals.get("generate", 0.0) + totals.get("score_choices", 0.0)
     return {"loop": f"engine ({games} games at once)", "games": games, "moves": sum(e.length for e in episodes),
             "illegal": sum(sum(e.illegal) for e in episodes), "wall_s": wall, "games_per_s": games / wall,
             "outside_model_calls_pct": 100 * (wall - model_calls) / wall,
