@@ -35,9 +35,11 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_supervised": {"variant", "params", "steps", "steps_per_cpu_s", "final_digit_rate", "exact_rate"},
     "bench_scoring": {"method", "positions", "actions", "cpu_s", "positions_per_s"},
     "bench_cli": {"what", "seconds"},
+    "bench_search_targets": {"simulations", "playouts", "mass", "greedy", "cpu_ms_per_position"},
 }
 RATIO_KEYS = {  # same-run ratios the benchmark reports
     "bench_cli": {"slowest_help_over_import_torch"},
+    "bench_search_targets": {"best_mass_over_uniform"},
     "bench_scoring": {"choices_over_rows"},
     "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
                     "self_speculative_acceptance"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -228,6 +229,7 @@ def test_selfplay_with_search_trains_on_visit_targets_and_resumes_exactly(tmp_pa
     (dict(objectives="[{name: reinforce}]"), "search_policy"),
     (dict(search="{simulations: 0}"), "search_policy"),
     (dict(search="{simulations: 4, c_puct: 0}"), "c_puct > 0"),
+    (dict(search="{simulations: 4, prior: uniformm}"), "prior must be one of model, uniform"),
 ])
 def test_search_misconfigurations_are_one_line_user_errors(tmp_path, overrides, message):
     from stlm_selfplay.config import load_config
@@ -265,6 +267,26 @@ def test_model_evaluator_priors_are_the_policy_and_values_the_head_or_playouts()
     ids, attn = prompt_batch([Turn("tictactoe", 0, 0, "learner", d) for d in decisions])
     with torch.no_grad():
         assert values == pytest.approx(state_values(head, ids, attn).tolist(), abs=1e-6)
+
+
+def test_uniform_prior_searches_without_the_model_and_reports_the_model_policy():
+    """prior: uniform = the same tree as `random_evaluator` from the same generator state; the
+    Decision's probs / logprob stay the model's own constrained policy at the root."""
+    from _selfplay_fixtures import tiny_random_model
+
+    from stlm_selfplay.selfplay.policies import ModelPolicy
+
+    games = [p.game for p in tictactoe_positions()[3:400:37]]
+    model = tiny_random_model(5)
+    cfg = SearchConfig(simulations=12, dirichlet_epsilon=0.25, temperature_moves=9, playouts=2, prior="uniform")
+    got = SearchPolicy(model, cfg).act(games, [g.current_player for g in games], RolloutRandom(4))
+    want = SearchPolicy(None, replace(cfg, prior="model"), evaluator=random_evaluator(2)).act(games, [0] * len(games), RolloutRandom(4))
+    own = ModelPolicy(model).act(games, [g.current_player for g in games], RolloutRandom(0))
+    for g, w, o in zip(got, want, own):
+        assert (g.chosen, g.search_probs) == (w.chosen, w.search_probs)
+        assert g.probs == pytest.approx(o.probs, abs=1e-9)
+        assert g.logprob == pytest.approx(math.log(o.probs[g.chosen]), abs=1e-9)
+    assert any(g.search_probs != pytest.approx(g.probs, abs=0.05) for g in got)  # the model did not steer it
 
 
 def test_the_search_recipe_loads_and_passes_the_checks():

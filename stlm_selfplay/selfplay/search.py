@@ -27,6 +27,8 @@ All randomness (noise, play-outs, visit sampling) comes from the rollout's own `
 `ModelEvaluator`: priors = the model's constrained softmax over the legal actions (one batched
 `score_choices` call, policies.py); values = the value head's V(s) (`state_values`), or, for a
 model without one, the mean payoff of `playouts` uniformly random play-outs for the player to move.
+With `prior: uniform` the search ignores the model (`random_evaluator`: uniform priors, play-out
+values): a fixed teacher, against which the model-guided search shows what the prior adds.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from stlm_selfplay.model.tokenizer import PAD_ID
 from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.selfplay.policies import Decision, RolloutRandom, constrained_distribution
 
+SEARCH_PRIORS = ("model", "uniform")  # SearchConfig.prior
 Evaluator = Callable[[Sequence, RolloutRandom], tuple[list[list[float]], list[float]]]
 
 
@@ -58,13 +61,18 @@ class SearchConfig:
     temperature: float = 1.0  # visit-count temperature tau of the first `temperature_moves` moves
     temperature_moves: int = 4  # moves (counted from the game's start) drawn from N^(1/tau);
     #                             later moves take the most visited action (tau -> 0)
-    playouts: int = 8  # a learner without a value head: random play-outs per leaf for V(s)
+    playouts: int = 8  # a learner without a value head (or prior: uniform): random play-outs per leaf for V(s)
+    prior: str = "model"  # model: the learner's constrained policy (and value head) guide the search
+    #                       (AlphaZero); uniform: the search ignores the model (uniform priors, values
+    #                       from `playouts` random play-outs), a fixed teacher the policy is distilled from
 
 
 def check_search(cfg: SearchConfig) -> None:
     """`UserError` for option values no search can run with."""
     if cfg.simulations < 0 or cfg.playouts < 1 or cfg.c_puct <= 0 or cfg.dirichlet_alpha <= 0:
         raise UserError("selfplay.search needs simulations >= 0, playouts >= 1, c_puct > 0 and dirichlet_alpha > 0")
+    if cfg.prior not in SEARCH_PRIORS:
+        raise UserError(f"selfplay.search.prior must be one of {', '.join(SEARCH_PRIORS)}, got '{cfg.prior}'")
     if not 0.0 <= cfg.dirichlet_epsilon <= 1.0 or cfg.temperature < 0 or cfg.temperature_moves < 0:
         raise UserError("selfplay.search needs 0 <= dirichlet_epsilon <= 1, temperature >= 0 and temperature_moves >= 0")
 
@@ -234,13 +242,18 @@ class ModelEvaluator:
         return [format_prompt(g, g.current_player, style=self.style).encode() for g in games]
 
     @torch.no_grad()
-    def __call__(self, games: Sequence, gen: RolloutRandom) -> tuple[list[list[float]], list[float]]:
-        prompts = self.prompts(games)
+    def priors(self, games: Sequence) -> list[list[float]]:
+        """The model's constrained softmax(s / tau) over each game's legal actions."""
         candidates = [[format_action(a).encode() for a in g.legal_actions()] for g in games]
-        scores = score_choices(self.model, prompts, candidates)
+        scores = score_choices(self.model, self.prompts(games), candidates)
         tau = self.temperature if self.temperature > 0 else 1.0
-        priors = [constrained_distribution(torch.tensor([float(lp.sum()) for lp in row], dtype=torch.float64),
-                                           tau).tolist() for row in scores]
+        return [constrained_distribution(torch.tensor([float(lp.sum()) for lp in row], dtype=torch.float64),
+                                         tau).tolist() for row in scores]
+
+    @torch.no_grad()
+    def __call__(self, games: Sequence, gen: RolloutRandom) -> tuple[list[list[float]], list[float]]:
+        priors = self.priors(games)
+        prompts = self.prompts(games)
         if getattr(self.model, "value_head", None) is None:
             return priors, random_playout_values(games, self.playouts, gen.py)
         device = next(self.model.parameters()).device
@@ -269,12 +282,16 @@ class SearchPolicy:
     style: str = "compact"
     routing: dict = field(default_factory=dict)
     is_model: bool = True
-    evaluator: Evaluator | None = None  # None = ModelEvaluator(model, ...)
+    evaluator: Evaluator | None = None  # None = ModelEvaluator(model, ...) (prior: uniform: random_evaluator)
 
     def act(self, games, players, gen: RolloutRandom) -> list[Decision]:
-        evaluator = self.evaluator or ModelEvaluator(self.model, self.temperature, self.style, self.cfg.playouts,
-                                                     self.routing)
-        raw: dict[int, list[float]] = {}
+        evaluator, raw = self.evaluator, {}
+        if evaluator is None:
+            model = ModelEvaluator(self.model, self.temperature, self.style, self.cfg.playouts, self.routing)
+            evaluator = model
+            if self.cfg.prior == "uniform":  # search without the model; the Decision keeps its root policy
+                evaluator = random_evaluator(self.cfg.playouts)
+                raw.update(enumerate(model.priors(games)))
 
         def remember(batch, g):  # the first call scores the roots: keep their noise-free priors
             priors, values = evaluator(batch, g)
