@@ -132,8 +132,10 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x, cos, sin, cache: LayerCache | None = None, step: CacheStep | None = None,
-                keep: torch.Tensor | None = None):
-        """`keep` [N, L] bool (routed blocks): keys restricted as in `routed_mask`."""
+                keep: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None):
+        """`keep` [N, L] bool (routed blocks): keys restricted as in `routed_mask`. `attn_mask`
+        [N, 1, L, L] bool (no cache, no `keep`): which keys each query sees, instead of the causal
+        mask (packed shared-prefix rows, `shared_prefix.py`)."""
         n, length, _ = x.shape
         q = self.wq(x).view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
@@ -143,7 +145,7 @@ class Attention(nn.Module):
         gqa = self.n_heads != self.n_kv_heads
         if cache is None:
             p = self.dropout if self.training else 0.0
-            mask = None
+            mask = attn_mask
             if keep is not None:
                 pos = torch.arange(length, device=x.device)
                 mask = routed_mask((pos[None, :] <= pos[:, None])[None, None], keep, pos[None])
@@ -221,8 +223,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, cos, sin, cache=None, step=None, shared_ffn: SwiGLU | None = None,
-                keep: torch.Tensor | None = None, gate: torch.Tensor | None = None):
-        a = self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step, keep))
+                keep: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None):
+        a = self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step, keep, attn_mask))
         h = x + a
         ffn = self.ffn if self.ffn is not None else shared_ffn
         g = self.drop(ffn(self.ffn_norm(h), self.lora))

@@ -31,6 +31,7 @@ from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rop
 from stlm_selfplay.model.mod import ROUTINGS, Router, RouterOutput, routed_block
 from stlm_selfplay.model.ngrams import NgramEmbedding
 from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
+from stlm_selfplay.model.shared_prefix import shared_prefix_trunk
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 from stlm_selfplay.model.value_head import ValueHead
 
@@ -131,7 +132,7 @@ class Trunk(nn.Module):
 
     def forward(self, x, positions, caches=None, step=None, keep_states=False, layers: range | None = None,
                 drop_rates: list[float] | None = None, routing: str | None = None,
-                routes: list[RouterOutput] | None = None):
+                routes: list[RouterOutput] | None = None, attn_mask: torch.Tensor | None = None):
         """x [B, N, d_model] at patch `positions` [1 or B, N] -> (last state, per-layer states or None).
 
         `layers` runs a sub-range of the trunk (early exit, self-speculative drafting; caches are
@@ -139,7 +140,10 @@ class Trunk(nn.Module):
         with that probability (layer dropout): kept rows run the layer, dropped rows pass through.
         `routing` (routed blocks): None = config.mod_routing in training mode, "causal" in eval
         mode and with caches; each routed block appends its `RouterOutput` to `routes` if given
-        (under layer dropout, for the rows that ran it: `RouterOutput.rows`)."""
+        (under layer dropout, for the rows that ran it: `RouterOutput.rows`). `attn_mask`
+        [B, 1, N, N] bool replaces the causal mask (plain blocks only: `shared_prefix.py`)."""
+        if attn_mask is not None and (self.routers or caches is not None or drop_rates is not None):
+            raise ValueError("attn_mask needs a trunk without routed layers, caches or layer dropout")
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.max_len)
         if routing is None:
             routing = self.train_routing if self.training and caches is None else "causal"
@@ -154,6 +158,8 @@ class Trunk(nn.Module):
                 rows = (lambda t: t) if cos.shape[0] == 1 else (lambda t: t[kept])
                 x = x.index_copy(0, kept, self.block(i, x[kept], rows(cos), rows(sin), routing=routing, routes=routes,
                                                      rows=kept))
+            elif attn_mask is not None:
+                x = self.layers[i](x, cos, sin, shared_ffn=self.shared_ffn, attn_mask=attn_mask)
             else:
                 x = self.block(i, x, cos, sin, cache, step, routing, routes)
             if keep_states:
@@ -370,6 +376,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         output_mtp_logits: bool = False,
         output_router_logits: bool = False,
         routing: str | None = None,
+        prefix_groups: torch.Tensor | None = None,
         **kwargs,
     ) -> STLMOutput:
         """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
@@ -386,7 +393,11 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         predicts input_ids[:, t+1] from the trunk state i patches older than `logits` uses).
         `routing` picks Mixture-of-Depths routing (topk | causal; None = config.mod_routing in
         training mode, causal in eval mode); `output_router_logits` adds `router_logits`, one
-        `mod.RouterOutput` per routed block (router logits, top-k mask, predictor logits)."""
+        `mod.RouterOutput` per routed block (router logits, top-k mask, predictor logits).
+        `prefix_groups` [B] (rows of one group share a prefix, e.g. one constrained turn's
+        actions): the trunk reads each group's shared patches once (`shared_prefix.py`; the same
+        logits at every real byte, to float rounding); ignored (rows one by one) with routed
+        layers, layer dropout, exits or trunk states requested."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
         n_layers = self.config.n_layers
@@ -399,10 +410,13 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
             drop = layer_dropout_rates(step, total, n_layers, self.config.layer_dropout)
         layout = self.patch_layout(input_ids, attention_mask)
         patches = self.encode_layout(layout)
-        positions = torch.arange(patches.shape[1], device=patches.device)[None]
         routes = [] if output_router_logits else None
-        state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits), drop_rates=drop,
-                                   routing=routing, routes=routes)
+        if prefix_groups is not None and not (self.trunk.routers or drop or exits or output_trunk_states):
+            state, states = shared_prefix_trunk(self.trunk, layout, patches, prefix_groups), None
+        else:
+            positions = torch.arange(patches.shape[1], device=patches.device)[None]
+            state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits),
+                                       drop_rates=drop, routing=routing, routes=routes)
         logits = self.logits_from_trunk(state, layout, logits_to_keep)
         exit_logits = None
         if exits:

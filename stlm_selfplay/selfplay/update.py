@@ -6,7 +6,8 @@ Given the learner's kept turns and their advantages A (after `finalize` / `globa
         for minibatch in a shuffled split of the kept turns into `minibatches`:
             lr = peak_lr * lr_factor(step)
             [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
-            [rl]    micro-steps of <= micro_batch_turns turns, the same count on every rank (an
+            [rl]    micro-steps of <= micro_batch_turns turns (constrained: each turn's rows share
+                    their prompt's trunk pass, `prefix_groups`), the same count on every rank (an
                     empty one backpropagates a zero loss, so DDP's all-reduces line up); each RL
                     loss is scaled by n_part / (n_minibatch / world_size), so that the summed
                     micro-steps, averaged by DDP, are the mean over the minibatch's turns on all
@@ -107,10 +108,12 @@ def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: floa
     dapo = getattr(learner.rl.options, "loss_type", "") == "dapo"
     scale = 1.0 if dapo else len(part) / turns_per_rank  # grpo, dr_grpo: the minibatch mean
     ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
+    # constrained rows: each turn's prompt patches go through the trunk once (model/shared_prefix.py)
+    shared = {"prefix_groups": batch.extras["groups"].to(device)} if "groups" in batch.extras else {}
     if learner.reference is not None:
         with torch.no_grad():
-            batch.ref_logprobs = policy_logprobs(learner.reference(ids, attention_mask=attn), batch)[0]
-    out = learner.rl(learner.train_model(ids, attention_mask=attn, **learner.routing), batch)
+            batch.ref_logprobs = policy_logprobs(learner.reference(ids, attention_mask=attn, **shared), batch)[0]
+    out = learner.rl(learner.train_model(ids, attention_mask=attn, **learner.routing, **shared), batch)
     return out.loss * scale, out
 
 
