@@ -89,47 +89,23 @@ def test_constrained_needs_exactly_one_chosen_row_per_turn():
 # ------------------------------------------------------------------ TRL's own loss
 
 
-class _OneProcess:
-    """The parts of accelerate's Accelerator that `_compute_loss` touches, for one process."""
+def _trl_loss(tmp_path, logp, mask, entropy, adv, old, ref, *, loss_type, epsilon, epsilon_high, beta, entropy_coef,
+              delta, max_len):
+    """TRL 1.16's `GRPOTrainer._compute_loss` on a real trainer (`STLMGRPOTrainer`), built from a
+    real `GRPOConfig` with these settings: every attribute the loss reads comes from TRL's own
+    __init__. Only its per-token log-prob function is replaced, to return our log-probs."""
+    from stlm_selfplay.integrations.trl import STLMGRPOTrainer, game_dataset, grpo_config
+    from stlm_selfplay.model import ByteTokenizer, STLMConfig, STLMForCausalLM
 
-    num_processes = 1
-    sync_gradients = True
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-
-def _trl_loss(logp, mask, entropy, adv, old, ref, *, loss_type, epsilon, epsilon_high, beta, entropy_coef, delta, max_len):
-    """Call TRL 1.16's GRPOTrainer._compute_loss on a stub, with its log-prob function returning ours."""
-    from trl import GRPOTrainer
-
-    stub = SimpleNamespace(
-        loss_type=loss_type,
-        epsilon_low=epsilon,
-        epsilon_high=epsilon if epsilon_high is None else epsilon_high,
-        beta=beta,
-        args=SimpleNamespace(delta=delta, use_bias_correction_kl=True, steps_per_generation=1),
-        top_entropy_quantile=1.0,
-        off_policy_mask_threshold=None,
-        importance_sampling_level="token",
-        use_vllm=False,
-        vllm_importance_sampling_correction=False,
-        model=SimpleNamespace(training=True),
-        current_gradient_accumulation_steps=1,
-        max_completion_length=max_len,
-        accelerator=_OneProcess(),
-        _entropy_bonus_enabled=entropy_coef != 0.0,
-        entropy_coef=entropy_coef,
-        use_adaptive_entropy=False,
-        aux_loss_enabled=False,
-        _metrics=defaultdict(lambda: defaultdict(list)),
-        _get_per_token_logps_and_entropies=lambda *args, **kwargs: (logp, entropy, None),
-    )
+    args = grpo_config(str(tmp_path), loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
+                       entropy_coef=entropy_coef, delta=delta, max_completion_length=max_len)
+    model = STLMForCausalLM(STLMConfig(d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=32, d_local=16,
+                                       local_heads=2, patch_size=2, max_seq_len=64))
+    trainer = STLMGRPOTrainer(model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
+                              processing_class=ByteTokenizer(), train_dataset=game_dataset(4))
+    trainer._get_per_token_logps_and_entropies = lambda *args, **kwargs: (logp, entropy, None)
+    trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # what training_step sets
+    trainer.model.train()
     n, length = logp.shape
     inputs = {
         "prompt_ids": torch.zeros(n, 0, dtype=torch.long),
@@ -142,8 +118,8 @@ def _trl_loss(logp, mask, entropy, adv, old, ref, *, loss_type, epsilon, epsilon
     }
     if old is not None:
         inputs["old_per_token_logps"] = old
-    loss = GRPOTrainer._compute_loss(stub, None, inputs)
-    return loss, stub._metrics["train"]
+    loss = trainer._compute_loss(trainer.model, inputs)
+    return loss, trainer._metrics["train"]
 
 
 CASES = [
@@ -160,7 +136,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("loss_type,epsilon_high,beta,entropy_coef,delta,with_old,constrained", CASES)
-def test_grpo_loss_and_gradient_equal_trl(loss_type, epsilon_high, beta, entropy_coef, delta, with_old, constrained):
+def test_grpo_loss_and_gradient_equal_trl(loss_type, epsilon_high, beta, entropy_coef, delta, with_old, constrained,
+                                          tmp_path):
     out, batch = _constrained_batch(0.8) if constrained else _free_batch(0.9)
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
@@ -181,7 +158,7 @@ def test_grpo_loss_and_gradient_equal_trl(loss_type, epsilon_high, beta, entropy
     entropy_trl = policy_entropy(out, batch)
     max_len = logp.shape[1]  # our default dr_grpo constant: the log-prob width
     theirs, trl_metrics = _trl_loss(
-        logp_trl, mask, entropy_trl, adv, old, ref, loss_type=loss_type, epsilon=0.2, epsilon_high=epsilon_high,
+        tmp_path, logp_trl, mask, entropy_trl, adv, old, ref, loss_type=loss_type, epsilon=0.2, epsilon_high=epsilon_high,
         beta=beta, entropy_coef=entropy_coef, delta=delta, max_len=max_len,
     )
     (grad_trl,) = torch.autograd.grad(theirs, out.logits)

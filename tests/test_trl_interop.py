@@ -140,3 +140,16 @@ def test_bad_inputs_are_user_errors(tmp_path):
         STLMGRPOTrainer(model, reward_funcs=game_reward_func, args=grpo_config(str(tmp_path), use_vllm=True))
     with pytest.raises(UserError, match="temperature only"):
         STLMGRPOTrainer(model, reward_funcs=game_reward_func, args=grpo_config(str(tmp_path), top_p=0.9))
+
+
+def test_kl_reference_of_an_in_memory_model_is_its_initial_weights(tmp_path):
+    """beta != 0: TRL builds its reference model from the policy's path; an STLM built in memory
+    has none, so its initial weights are saved under output_dir and loaded back as the reference."""
+    model = tiny_model()
+    args = grpo_config(str(tmp_path), max_steps=1, beta=0.04)
+    trainer = STLMGRPOTrainer(model, reward_funcs=game_reward_func, args=args, processing_class=ByteTokenizer(),
+                              train_dataset=game_dataset(4))
+    reference = trainer.accelerator.unwrap_model(trainer.ref_model)
+    assert reference is not model and not hasattr(model.config, "auto_map")
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tempfile
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -152,6 +153,19 @@ class STLMGRPOTrainer(GRPOTrainer):
                                  or args.repetition_penalty != 1.0):
             raise UserError("the game rollout samples with temperature only; leave top_p, top_k, min_p and "
                             "repetition_penalty at their defaults")
+        source = model.config._name_or_path
+        if args is not None and args.beta != 0.0 and not (source and Path(source).is_dir()):
+            # TRL builds the KL reference from the policy's path (`from_pretrained`); an STLM built in
+            # memory has none: its initial weights, saved under output_dir, become that path
+            # (its config.json carries an empty `auto_map`: TRL reads that field to pick the loading
+            # class of an architecture outside transformers, and then falls back to the Auto class)
+            reference = Path(args.output_dir) / "reference-init"
+            model.config.auto_map = {}
+            try:
+                model.save_pretrained(reference)
+            finally:
+                del model.config.auto_map
+            model.config._name_or_path = str(reference)
         own_forward = vars(model).get("forward")
         super().__init__(model, reward_funcs, args, **kwargs)
         if own_forward is None:  # take TRL's fused-head patch off (it cannot work for STLM)
