@@ -7,18 +7,17 @@ import functools
 from pathlib import Path
 
 import torch
+from conftest import TEST_TEXT, make_tiny_model, tiny_model_config
 
 from stlm_selfplay.model import STLMConfig, STLMForCausalLM
 
-TEXT = Path(__file__).resolve().parent / "data" / "alice-ch1-5.txt"  # public domain, 60 KB (data/README.md)
+# the tiny model at twice the width, two trunk layers, 4-byte patches, 256-byte context
+SMALL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, d_local=32, max_seq_len=256, patch_size=4)
 
 
 def small_config(**overrides) -> STLMConfig:
     """A fast CPU config (~0.1M parameters): 2 trunk layers of width 64, local width 32."""
-    values = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, d_local=32, local_heads=2,
-                  n_local_encoder_layers=1, n_local_decoder_layers=1, max_seq_len=256, patch_size=4)
-    values.update(overrides)
-    return STLMConfig(**values)
+    return tiny_model_config(**{**SMALL, **overrides})
 
 
 def plain_gpt_config(**overrides) -> STLMConfig:
@@ -29,7 +28,7 @@ def plain_gpt_config(**overrides) -> STLMConfig:
 def text_bytes(limit: int | None = None) -> bytes:
     """Real text for training: the first `limit` bytes (all when None) of the test text shipped in
     tests/data (never the sibling shared/ folder, which a user's clone does not have)."""
-    return TEXT.read_bytes()[:limit]
+    return TEST_TEXT.read_bytes()[:limit]
 
 
 def train_steps(model, data: bytes, steps: int, *, seq_len: int = 128, batch: int = 8, lr: float = 3e-3,
@@ -70,11 +69,7 @@ def trained_model(patching: str = "fixed", steps: int = 50) -> STLMForCausalLM:
 def save_untrained_tiny(folder: Path) -> Path:
     """A seeded, untrained tiny STLM (width 32, one layer, P=2) saved as a Hugging Face folder;
     the caller's global RNG is left as it was."""
-    config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                        patch_size=2, max_seq_len=64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        STLMForCausalLM(config).save_pretrained(str(folder))
+    make_tiny_model(seed=0).save_pretrained(str(folder))
     return folder
 
 

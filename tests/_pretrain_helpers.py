@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import tiny_model_overrides
 from safetensors.torch import load_file
 
 from stlm_selfplay.config import load_config
@@ -16,11 +17,8 @@ from stlm_selfplay.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
-# a ~30k-parameter STLM: 2-byte patches, one local layer each side, one trunk layer
-TINY_MODEL = ["model.preset=tiny", "model.overrides.d_model=32", "model.overrides.n_layers=1",
-              "model.overrides.n_heads=2", "model.overrides.n_kv_heads=1", "model.overrides.d_ff=64",
-              "model.overrides.d_local=16", "model.overrides.local_heads=2", "model.overrides.patch_size=2",
-              "model.overrides.max_seq_len=64"]
+# conftest's tiny STLM (~20k parameters: 2-byte patches, one local layer each side, one trunk layer)
+TINY_MODEL = tiny_model_overrides()
 
 
 def text_file(folder: Path, size: int = 40_000) -> Path:

@@ -11,19 +11,20 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from conftest import tiny_model_overrides
+
 from stlm_selfplay.runs import latest_checkpoint
 from stlm_selfplay.config import load_config
 
-# a ~110k-parameter STLM: 2-byte patches, one local layer each side, two trunk layers
-PRETRAIN = ["model.preset=tiny", "model.overrides.d_model=64", "model.overrides.n_layers=2",
-            "model.overrides.n_heads=4", "model.overrides.n_kv_heads=2", "model.overrides.d_ff=128",
-            "model.overrides.d_local=32", "model.overrides.local_heads=2", "model.overrides.patch_size=2",
-            "model.overrides.max_seq_len=128",
-            "data.source=games", "data.games={tictactoe: 1.0}", "data.players=[random]", "data.episodes=3000",
-            "data.seq_len=128", "data.batch_size=16", "data.val_max_sequences=16",
-            "schedule.steps=300", "schedule.warmup_steps=20", "optimizer.lr=3e-3", "optimizer.weight_decay=0.0",
-            "run.device=cpu", "run.checkpoint_every=1000", "run.seed=0", "logging.eval_every=1000",
-            "logging.wandb=disabled", "logging.progress=false", "logging.sample_bytes=0"]
+# a ~110k-parameter STLM (conftest's tiny one at width 64 with two trunk layers): 2-byte patches, one
+# local layer each side
+PRETRAIN = tiny_model_overrides(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, d_local=32,
+                                max_seq_len=128) + [
+    "data.source=games", "data.games={tictactoe: 1.0}", "data.players=[random]", "data.episodes=3000",
+    "data.seq_len=128", "data.batch_size=16", "data.val_max_sequences=16",
+    "schedule.steps=300", "schedule.warmup_steps=20", "optimizer.lr=3e-3", "optimizer.weight_decay=0.0",
+    "run.device=cpu", "run.checkpoint_every=1000", "run.seed=0", "logging.eval_every=1000",
+    "logging.wandb=disabled", "logging.progress=false", "logging.sample_bytes=0"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,13 +63,8 @@ def selfplay_config(init_from: Path, out_dir: Path, name: str, **selfplay):
 
 
 def tiny_random_model(seed: int):
-    """A ~20k-parameter STLM at a seeded random init (global RNG untouched), for policy tests."""
-    import torch
+    """The ~20k-parameter tiny STLM (conftest) with a 128-byte context at a seeded random init
+    (global RNG untouched), for policy tests."""
+    from conftest import make_tiny_model
 
-    from stlm_selfplay.model import STLMConfig, STLMForCausalLM
-
-    cfg = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=128, patch_size=2,
-                     d_local=16, local_heads=2, n_local_encoder_layers=1, n_local_decoder_layers=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return STLMForCausalLM(cfg).eval()
+    return make_tiny_model(seed, max_seq_len=128).eval()

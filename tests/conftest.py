@@ -1,4 +1,12 @@
-"""Shared test setup: the test text, quiet logging, and no writes outside tmp dirs.
+"""Shared test setup: the test data, the one tiny model, quiet logging, and no writes outside tmp dirs.
+
+The tests are grouped by area (`tests/model/`, `envs/`, `objectives/`, `selfplay/`, `train/`,
+`data_pipeline/`, `eval/`, `e2e/`); the helpers they share live here and in `tests/_*.py`, which
+they import by name (`pythonpath = ["tests"]` in pyproject.toml):
+
+    def test_x(tiny_model):                      # the fixture: a factory
+        model = tiny_model(n_layers=2).eval()    # fields of TINY overridden, seeded init
+    from conftest import TEST_TEXT, make_tiny_model   # the same, in helper modules
 
 The suite passes without the sibling `shared/` folder (a user's clone has none): tests train on
 `tests/data/alice-ch1-5.txt`. Only the `shakespeare_path` fixture reads `shared/`, for the slow
@@ -14,7 +22,38 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-TEST_TEXT = REPO_ROOT / "tests" / "data" / "alice-ch1-5.txt"
+TEST_DATA = REPO_ROOT / "tests" / "data"  # the files shipped with the tests (data/README.md)
+TEST_TEXT = TEST_DATA / "alice-ch1-5.txt"  # public domain, 60 KB
+
+# the tests' tiny STLM (~20k parameters): width 32, one trunk layer, 2-byte patches, one local layer
+# each side (STLMConfig's defaults for the fields not named)
+TINY = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2, patch_size=2,
+            max_seq_len=64)
+
+
+def tiny_model_config(**overrides):
+    """STLMConfig of TINY with `overrides` replacing its fields (or setting others)."""
+    from stlm_selfplay.model import STLMConfig
+
+    return STLMConfig(**{**TINY, **overrides})
+
+
+def make_tiny_model(seed: int = 0, **overrides):
+    """An untrained STLM of `tiny_model_config(**overrides)`, its init seeded with `seed` without
+    touching the caller's global RNG (in training mode, as constructed)."""
+    import torch
+
+    from stlm_selfplay.model import STLMForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return STLMForCausalLM(tiny_model_config(**overrides))
+
+
+def tiny_model_overrides(**overrides) -> list[str]:
+    """The same model as config overrides for a run: the `tiny` preset with TINY's fields (and
+    `overrides`) set, e.g. `load_config(None, tiny_model_overrides() + [...])`."""
+    return ["model.preset=tiny"] + [f"model.overrides.{k}={v}" for k, v in {**TINY, **overrides}.items()]
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +77,12 @@ def repo_root() -> Path:
 def text_path() -> Path:
     """60 KB of real public-domain text shipped with the tests."""
     return TEST_TEXT
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The factory `make_tiny_model(seed=0, **overrides)`: a fresh seeded tiny model per call."""
+    return make_tiny_model
 
 
 @pytest.fixture

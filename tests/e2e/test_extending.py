@@ -65,9 +65,8 @@ def toy_metrics(model, history):
 '''
 
 
-def test_a_new_game_with_an_exact_metric_is_one_file(plugin):
+def test_a_new_game_with_an_exact_metric_is_one_file(plugin, tiny_model):
     from stlm_selfplay.envs import list_players, make
-    from stlm_selfplay.model import STLMConfig, STLMForCausalLM
     from stlm_selfplay.selfplay.config import EvalConfig
     from stlm_selfplay.selfplay.evaluate import constrained_probs, evaluate, metric_names
 
@@ -76,9 +75,7 @@ def test_a_new_game_with_an_exact_metric_is_one_file(plugin):
     assert game.legal_actions() and "random" in list_players("toy_nim")
     spec = EvalConfig(bots=["random"], episodes=2, ratings=False)
     assert metric_names(["toy_nim"], spec) == ["toy_nim/win_now", "toy_nim/random/win_rate"]
-    torch.manual_seed(0)
-    model = STLMForCausalLM(STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16,
-                                       local_heads=2, patch_size=2, max_seq_len=64)).eval()
+    model = tiny_model(seed=0).eval()
     metrics = evaluate(model, ["toy_nim"], spec, seed=0).metrics
     probs = constrained_probs(model, [module.ToyNim().reset(0)])[0]
     win_now = next(p for a, p in probs.items() if "3" in a)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lm.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lm.py"
 
 
 def _quick(tmp_path, *extra) -> dict:

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TEST_TEXT  # not ../shared: a bare clone has none
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-TEST_TEXT = Path(__file__).resolve().parent / "data" / "alice-ch1-5.txt"  # not ../shared: a bare clone has none
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 TAKES_DATA = {"bench_lm", "bench_model", "bench_pretrain"}  # scripts with a --data text file option
 SLOW = {"bench_model", "bench_rollout", "bench_selfplay"}
 SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}

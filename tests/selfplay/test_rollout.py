@@ -9,18 +9,17 @@ import torch
 
 from stlm_selfplay.envs import make
 from stlm_selfplay.envs.formats import format_action, format_prompt
-from stlm_selfplay.model import STLMConfig, STLMForCausalLM, score
+from stlm_selfplay.model import score
 from stlm_selfplay.selfplay.policies import BotPolicy, ModelPolicy, RolloutRandom
 from stlm_selfplay.selfplay.rollout import EpisodeSpec, play
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    cfg = STLMConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=128,
-                     patch_size=1, d_local=32, n_local_encoder_layers=0, n_local_decoder_layers=0, local_heads=2)
-    with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
-        torch.manual_seed(0)
-        return STLMForCausalLM(cfg).eval()
+def plain_gpt(tiny_model):
+    """The tiny model (seed 0) as a plain byte-level GPT of width 32: 1-byte patches, no local
+    layers, two trunk layers."""
+    return tiny_model(n_layers=2, max_seq_len=128, patch_size=1, d_local=32, n_local_encoder_layers=0,
+                      n_local_decoder_layers=0).eval()
 
 
 def _specs(n, game="tictactoe", seats=("learner", "random")):
@@ -36,23 +35,23 @@ def _summary(episodes):
 
 
 @pytest.mark.parametrize("mode", ["constrained", "free"])
-def test_same_seed_same_games(tiny_model, mode):
-    a = play(_specs(6), _policies(tiny_model, mode), RolloutRandom(7))
-    b = play(_specs(6), _policies(tiny_model, mode), RolloutRandom(7))
+def test_same_seed_same_games(plain_gpt, mode):
+    a = play(_specs(6), _policies(plain_gpt, mode), RolloutRandom(7))
+    b = play(_specs(6), _policies(plain_gpt, mode), RolloutRandom(7))
     assert _summary(a) == _summary(b)
-    c = play(_specs(6), _policies(tiny_model, mode), RolloutRandom(8))
+    c = play(_specs(6), _policies(plain_gpt, mode), RolloutRandom(8))
     assert [e.transcript for e in a] != [e.transcript for e in c]
 
 
-def test_constrained_probabilities_match_brute_force(tiny_model):
-    episodes = play(_specs(4), _policies(tiny_model), RolloutRandom(1))
+def test_constrained_probabilities_match_brute_force(plain_gpt):
+    episodes = play(_specs(4), _policies(plain_gpt), RolloutRandom(1))
     turns = [t for e in episodes for t in e.turns][:10]
     assert turns
     for turn in turns:
         d = turn.decision
         assert math.isclose(sum(d.probs), 1.0, rel_tol=1e-9)
         # brute force: score each action string alone, softmax by hand
-        sums = [float(score(tiny_model, [turn.prompt], [c])[0].sum()) for c in d.candidates]
+        sums = [float(score(plain_gpt, [turn.prompt], [c])[0].sum()) for c in d.candidates]
         z = max(sums)
         expected = [math.exp(s - z) / sum(math.exp(x - z) for x in sums) for s in sums]
         assert d.probs == pytest.approx(expected, abs=1e-5)
@@ -60,8 +59,8 @@ def test_constrained_probabilities_match_brute_force(tiny_model):
         assert d.text == d.candidates[d.chosen]
 
 
-def test_replaying_a_transcript_reproduces_its_prompts_and_payoffs(tiny_model):
-    episodes = play(_specs(4), _policies(tiny_model), RolloutRandom(3))
+def test_replaying_a_transcript_reproduces_its_prompts_and_payoffs(plain_gpt):
+    episodes = play(_specs(4), _policies(plain_gpt), RolloutRandom(3))
     for ep in episodes:
         game = make(ep.spec.game)
         game.reset(seed=ep.spec.seed)
@@ -74,9 +73,9 @@ def test_replaying_a_transcript_reproduces_its_prompts_and_payoffs(tiny_model):
         assert game.done and list(game.rewards) == ep.rewards
 
 
-def test_illegal_model_text_is_counted_not_raised(tiny_model):
+def test_illegal_model_text_is_counted_not_raised(plain_gpt):
     # an untrained model writing free text produces mostly illegal moves: none may crash
-    episodes = play(_specs(8), _policies(tiny_model, "free"), RolloutRandom(5))
+    episodes = play(_specs(8), _policies(plain_gpt, "free"), RolloutRandom(5))
     turns = [t for e in episodes for t in e.turns]
     illegal = [t for t in turns if not t.legal]
     assert illegal, "an untrained model should write some illegal text"
@@ -87,15 +86,15 @@ def test_illegal_model_text_is_counted_not_raised(tiny_model):
 
 
 @pytest.mark.parametrize("mode", ["constrained", "free"])
-def test_rollout_logprobs_equal_the_training_forward(tiny_model, mode):
+def test_rollout_logprobs_equal_the_training_forward(plain_gpt, mode):
     from stlm_selfplay.objectives.rl import policy_logprobs
     from stlm_selfplay.selfplay.batch import turns_to_batch
 
-    episodes = play(_specs(4), _policies(tiny_model, mode), RolloutRandom(11))
+    episodes = play(_specs(4), _policies(plain_gpt, mode), RolloutRandom(11))
     turns = [t for e in episodes for t in e.turns]
     batch = turns_to_batch(turns, torch.ones(len(turns)), temperature=1.0)
     with torch.no_grad():
-        out = tiny_model(batch.input_ids, attention_mask=batch.attention_mask)
+        out = plain_gpt(batch.input_ids, attention_mask=batch.attention_mask)
     logp, mask = policy_logprobs(out, batch)
     if mode == "constrained":
         torch.testing.assert_close(logp[:, 0], batch.old_logprobs, atol=1e-4, rtol=0)

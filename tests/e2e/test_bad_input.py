@@ -19,7 +19,7 @@ from stlm_selfplay.cli import main
 from stlm_selfplay.envs import make
 from _model_fixtures import save_untrained_tiny
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PRETRAIN = str(REPO / "configs" / "pretrain" / "shakespeare-tiny.yaml")
 TINY = ["model.preset=tiny", "model.overrides.d_model=32", "model.overrides.n_layers=1", "model.overrides.d_ff=64",
         "model.overrides.d_local=16", "model.overrides.max_seq_len=64", "data.seq_len=32", "data.batch_size=2",

@@ -266,7 +266,7 @@ def test_stlm_run_refuses_gae_without_a_value_head_before_pretraining(tmp_path):
     import sys
     from pathlib import Path
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "micro.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "micro.yaml"
     base = [sys.executable, "-m", "stlm_selfplay", "run", str(config), f"run.out_dir={tmp_path}",
             "logging.wandb=disabled", "selfplay.advantages.estimator=gae",
             "selfplay.objectives=[{name: reinforce}, {name: value, weight: 0.5}]"]

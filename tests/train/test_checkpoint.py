@@ -12,9 +12,7 @@ import pytest
 import torch
 from _pretrain_helpers import final_weights, stlm, text_file, tiny_config, tiny_overrides, train_losses
 
-from stlm_selfplay.config import build_model_config
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.runs import list_checkpoints, load_model
 from stlm_selfplay.train.checkpoint import (capture_rng_state, load_model_weights, load_trainer_state,
                                             read_best, restore_rng_state, save_checkpoint)
@@ -22,48 +20,46 @@ from stlm_selfplay.train.pretrain import pretrain
 
 
 @pytest.fixture
-def tiny_model(tmp_path):
-    cfg = tiny_config(tmp_path / "unused.txt", "m")
-    torch.manual_seed(0)
-    return STLMForCausalLM(build_model_config(cfg.model))
+def model(tiny_model):
+    return tiny_model(seed=0)  # what tiny_config's model section builds (the same fields)
 
 
 def steps(run_dir):
     return [int(p.name.split("_")[1]) for p in list_checkpoints(run_dir)]
 
 
-def test_keep_last_k_plus_best_and_resave(tmp_path, tiny_model):
+def test_keep_last_k_plus_best_and_resave(tmp_path, model):
     run = tmp_path / "run"
     losses = {1: 3.0, 2: 1.0, 3: 2.0, 4: 2.5, 5: 2.2}
     for step, loss in losses.items():
-        save_checkpoint(run, step, tiny_model, {"step": step, "t": torch.arange(3)}, keep_last=2, val_loss=loss)
+        save_checkpoint(run, step, model, {"step": step, "t": torch.arange(3)}, keep_last=2, val_loss=loss)
     assert steps(run) == [2, 4, 5]  # last two, plus the best (step 2)
     assert read_best(run) == {"step": 2, "val_loss": 1.0}
-    save_checkpoint(run, 5, tiny_model, {"step": 55}, keep_last=2)  # same step again: replaced whole
+    save_checkpoint(run, 5, model, {"step": 55}, keep_last=2)  # same step again: replaced whole
     assert load_trainer_state(run / "checkpoints/step_5")["step"] == 55
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == []
     # the checkpoint is a Hugging Face model folder
     reloaded = load_model(run / "checkpoints/step_5")
-    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), tiny_model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
 
 
-def test_corrupt_files_are_one_line_user_errors(tmp_path, tiny_model):
-    folder = save_checkpoint(tmp_path / "run", 1, tiny_model, {"step": 1})
+def test_corrupt_files_are_one_line_user_errors(tmp_path, model):
+    folder = save_checkpoint(tmp_path / "run", 1, model, {"step": 1})
     (folder / "model.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(UserError, match="model.safetensors'.*corrupt") as info:
-        load_model_weights(tiny_model, folder)
+        load_model_weights(model, folder)
     assert "\n" not in str(info.value)
     (folder / "trainer_state.pt").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="trainer_state.pt'.*corrupt"):
         load_trainer_state(folder)
 
 
-def test_trainer_state_refuses_pickled_objects(tmp_path, tiny_model):
+def test_trainer_state_refuses_pickled_objects(tmp_path, model):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    folder = save_checkpoint(tmp_path / "run", 1, tiny_model, {"step": 1})
+    folder = save_checkpoint(tmp_path / "run", 1, model, {"step": 1})
     torch.save({"step": 1, "x": Evil()}, folder / "trainer_state.pt")
     with pytest.raises(UserError, match="corrupt"):
         load_trainer_state(folder)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"stlm_selfplay": ROOT / "stlm_selfplay", "stlm_selfplay.objectives": ROOT / "objectives",
             "stlm_selfplay.envs": ROOT / "envs"}
 MAX_LINES = 450

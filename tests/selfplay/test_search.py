@@ -295,7 +295,7 @@ def test_the_search_recipe_loads_and_passes_the_checks():
     from stlm_selfplay.config import load_config
     from stlm_selfplay.selfplay.config import check_selfplay
 
-    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/selfplay/tictactoe-search.yaml"))
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-search.yaml"))
     assert cfg.selfplay.search.simulations == 32 and cfg.selfplay.objectives[0]["name"] == "search_policy"
     check_selfplay(cfg.selfplay, value_head=True)
     with pytest.raises(UserError, match="value_head: true"):

@@ -17,7 +17,7 @@ from stlm_selfplay.errors import UserError
 from stlm_selfplay.model.config import PRESET_DIR, PRESETS, load_preset
 from stlm_selfplay.stages import find_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_config_file_is_package_data():

@@ -16,19 +16,13 @@ from stlm_selfplay.integrations.trl import (  # noqa: E402
     STLMGRPOTrainer, completion_logprobs, game_dataset, game_reward_func, grpo_config, make_game_rollout_func,
     train_grpo_on_game,
 )
-from stlm_selfplay.model import ByteTokenizer, STLMConfig, STLMForCausalLM  # noqa: E402
+from stlm_selfplay.model import ByteTokenizer  # noqa: E402
 from stlm_selfplay.model.tokenizer import EOS_ID, PAD_ID, bytes_to_text  # noqa: E402
 
 RANDOM_ILLEGAL = {"illegal": "random"}  # an untrained model's illegal text still ends in a varied game
 
 
-def tiny_model() -> STLMForCausalLM:
-    """A few thousand parameters, byte-pooled (patches of 2 bytes), seeded init."""
-    cfg = STLMConfig(d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=32, d_local=16, local_heads=2,
-                     local_d_ff=32, patch_size=2, max_seq_len=64)
-    with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
-        torch.manual_seed(0)
-        return STLMForCausalLM(cfg)
+TRL_SIZE = dict(d_model=16, d_ff=32, local_d_ff=32)  # the tiny model at width 16: a few thousand parameters
 
 
 def fake_trainer(model, temperature=1.0, max_completion_length=8):
@@ -47,8 +41,8 @@ def padded(prompts, completions):
     return torch.tensor(ids), torch.tensor(mask), c_len
 
 
-def test_grpo_trainer_takes_two_steps_on_game_payoffs(tmp_path):
-    model = tiny_model()
+def test_grpo_trainer_takes_two_steps_on_game_payoffs(tmp_path, tiny_model):
+    model = tiny_model(**TRL_SIZE)
     assert sum(p.numel() for p in model.parameters()) < 20_000
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rollout = make_game_rollout_func("tictactoe", "random", options=RANDOM_ILLEGAL, seed=3)
@@ -92,10 +86,10 @@ def test_grpo_trainer_takes_two_steps_on_game_payoffs(tmp_path):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_rollout_logprobs_equal_the_training_forward(temperature):
+def test_rollout_logprobs_equal_the_training_forward(temperature, tiny_model):
     # TRL's loss scores the completions with completion_logprobs: on the rollout's own bytes it must
     # give the sampler's log-probs, so GRPO's ratio starts at 1
-    model = tiny_model().eval()
+    model = tiny_model(**TRL_SIZE).eval()
     rollout = make_game_rollout_func("tictactoe", "random", seed=1)
     prompts = [p for p in game_dataset(3, seat="both")["prompt"] for _ in range(2)]
     out = rollout(prompts, fake_trainer(model, temperature))
@@ -109,8 +103,8 @@ def test_rollout_logprobs_equal_the_training_forward(temperature):
     assert again == out  # own RNG: the same seed plays the same games
 
 
-def test_train_grpo_on_game_wrapper_updates_the_model():
-    model = tiny_model()
+def test_train_grpo_on_game_wrapper_updates_the_model(tiny_model):
+    model = tiny_model(**TRL_SIZE)
     before = [p.detach().clone() for p in model.parameters()]
     trainer = train_grpo_on_game(model, seat="both", options=RANDOM_ILLEGAL, seed=5, max_steps=1,
                                  per_device_train_batch_size=8, learning_rate=1e-2)
@@ -121,8 +115,8 @@ def test_train_grpo_on_game_wrapper_updates_the_model():
     assert "forward" not in vars(model)
 
 
-def test_bad_inputs_are_user_errors(tmp_path):
-    model = tiny_model()
+def test_bad_inputs_are_user_errors(tmp_path, tiny_model):
+    model = tiny_model(**TRL_SIZE)
     rollout = make_game_rollout_func("tictactoe")
     with pytest.raises(UserError, match="not a tictactoe game start"):
         rollout(["What is 2+2?"], fake_trainer(model))

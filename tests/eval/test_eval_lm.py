@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.eval.bpb import sliding_bpb, text_file_bpb
 from stlm_selfplay.eval.lm_eval import evaluate_questions, load_questions, option_logliks
 from stlm_selfplay.eval.lm_tasks import get_task
-from stlm_selfplay.model import STLMConfig, STLMForCausalLM
+from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -24,11 +25,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 def random_model(max_seq_len: int) -> STLMForCausalLM:
     """A fixed tiny model (seeded without touching the caller's RNG); the wide init gives
     options clearly different log-likelihoods."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        config = STLMConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                            max_seq_len=max_seq_len, patch_size=4, initializer_range=0.3)
-        return STLMForCausalLM(config).eval()
+    return make_tiny_model(seed=0, max_seq_len=max_seq_len, patch_size=4, initializer_range=0.3).eval()
 
 
 @pytest.fixture(scope="module")

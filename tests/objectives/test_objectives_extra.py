@@ -15,15 +15,6 @@ from stlm_selfplay.objectives.distill import divergence
 from stlm_selfplay.objectives.early_exit import ExitPlan, enabled_exits, layer_dropout_rates
 
 
-
-def small_config(**overrides):
-    from stlm_selfplay.model import STLMConfig
-
-    values = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2,
-                  max_seq_len=64, patch_size=2)
-    return STLMConfig(**{**values, **overrides})
-
-
 def _batch(vocab: int = 259, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(2, 5, vocab, generator=g) * 2
@@ -96,11 +87,8 @@ def test_divergence_equals_hand_formula(kind, beta, tau):
 
 
 @pytest.fixture
-def stlm_teacher(tmp_path):
-    torch.manual_seed(3)
-    from stlm_selfplay.model import STLMForCausalLM
-
-    model = STLMForCausalLM(small_config())
+def stlm_teacher(tmp_path, tiny_model):
+    model = tiny_model(seed=3)
     folder = tmp_path / "teacher"
     model.save_pretrained(str(folder))
     return folder, model.eval()
@@ -126,12 +114,9 @@ def test_distill_from_stlm_checkpoint_matches_hand_loss_and_teacher_is_frozen(st
     assert obj.spec.kind == "stlm"
 
 
-def test_distill_gradient_reaches_the_student_model_only(stlm_teacher):
-    from stlm_selfplay.model import STLMForCausalLM
-
+def test_distill_gradient_reaches_the_student_model_only(stlm_teacher, tiny_model):
     folder, _ = stlm_teacher
-    torch.manual_seed(4)
-    student = STLMForCausalLM(small_config())
+    student = tiny_model(seed=4)
     obj = build_objective({"name": "distill", "teacher": str(folder)})[0]
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
     obj(student(ids), Batch(ids)).loss.backward()
