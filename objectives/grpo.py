@@ -9,7 +9,7 @@ reduced by `loss_type` (grpo | dr_grpo | dapo; formulas in objectives/rl.py), th
 loss -= entropy_coef * mean entropy. It is `ppo` with TRL's extra option (`delta`), with
 old log-probs optional (a single on-policy step), and with TRL's defaults. The advantages are
 usually group-relative (`group` estimator in stlm_selfplay/selfplay/advantages.py).
-tests/test_rl_objectives.py checks equality with TRL's own `_compute_loss` for each loss type.
+tests/objectives/test_rl_objectives.py checks equality with TRL's own `_compute_loss` for each loss type.
 """
 
 from __future__ import annotations

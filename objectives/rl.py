@@ -47,7 +47,7 @@ linearly over the optimizer steps (`batch.step`) when entropy_decay_steps > 0:
     c(step) = c_final + (entropy_coef - c_final) * max(0, 1 - step / entropy_decay_steps)
 
 (c_final = entropy_coef_final; c = entropy_coef throughout when entropy_decay_steps = 0).
-These match TRL 1.16's `GRPOTrainer._compute_loss` (tests/test_rl_objectives.py calls it).
+These match TRL 1.16's `GRPOTrainer._compute_loss` (tests/objectives/test_rl_objectives.py calls it).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ prompt is read once into a KV-cached `DecodeState`, its rows are repeated once p
     lp[c, j] = log p(c_j | prompt, c_<j)                after stepping c_0 .. c_{j-1}
 
 with log p the same emittable-token log-softmax as `score` (`emit_logprobs`). The decoding state
-equals a full forward pass (tests/test_sampling.py), so the result equals `score` on the
+equals a full forward pass (tests/model/test_sampling.py), so the result equals `score` on the
 (context, candidate) pairs to float rounding, for fixed, dynamic and entropy patching alike.
 Bytes that all of a context's candidates share (the `[` of `[4]`) are stepped once per context,
 before its rows are repeated. Cost: one prompt pass per context instead of one per candidate,
