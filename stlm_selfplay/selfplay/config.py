@@ -53,6 +53,9 @@ class StageConfig:
     #                           summed action log-probs; free: per byte)
     mode: str = "constrained"  # constrained (softmax over the legal actions' log-probs) | free (text)
     max_action_bytes: int = 8  # free mode: bytes the model may write per move
+    random_opening: int = 0  # each game first plays k ~ U{0..random_opening} uniformly random moves
+    #                          (from the game's seed; not trained on), so training reaches positions
+    #                          that the policies' own play rarely does; 0 = off
     until_update: int = 0  # the stage ends once this many updates (counted from the run's start)
     #                        are done; 0 = no update limit (the last stage runs to `updates`)
     until_metric: str = ""  # eval metric that ends the stage when >= until_value, e.g.
@@ -218,6 +221,9 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
                                     f"{', '.join(SPECIAL_OPPONENTS + tuple(bots))}")
         if any(w < 0 for w in list(stage.games.values()) + list(stage.opponents.values())):
             raise UserError(f"{where}: game and opponent weights must be >= 0")
+        if stage.random_opening < 0:
+            raise UserError(f"{where}.random_opening must be >= 0 (random moves before the policies move), "
+                            f"got {stage.random_opening}")
         if stage.until_metric and i == len(cfg.stages) - 1:
             raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
     objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError

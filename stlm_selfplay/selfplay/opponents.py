@@ -113,7 +113,7 @@ def plan_games(stage: StageConfig, n_games: int, group_size: int, pool: Pool, rn
             seat = group % players
             seats = [LEARNER if s == seat else other for s in range(players)]
             game_seed = derive_seed(seed, "selfplay", update, rank, group)
-            specs.extend(EpisodeSpec(game, game_seed, seats, options) for _ in range(group_size))
+            specs.extend(EpisodeSpec(game, game_seed, seats, options, stage.random_opening) for _ in range(group_size))
     return specs
 
 

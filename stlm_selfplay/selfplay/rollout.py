@@ -13,11 +13,14 @@ not applied here: `selfplay.advantages.shaped_reward` does it from `payoff` and 
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from stlm_selfplay.envs import make
+from stlm_selfplay.envs.base import derive_seed
+from stlm_selfplay.envs.formats import format_action, format_prompt
 from stlm_selfplay.selfplay.policies import Decision, Policy, RolloutRandom
 
 
@@ -52,6 +55,9 @@ class EpisodeSpec:
     seed: int
     seats: Sequence[str]  # policy name per seat
     options: dict = field(default_factory=dict)
+    opening: int = 0  # at most this many uniformly random moves before any policy moves
+    #                   (`random_opening`: their number k ~ U{0..opening}, the moves themselves and
+    #                   k come from the game's seed; a move that would end the game ends the opening)
 
 
 @dataclass
@@ -75,11 +81,13 @@ def play(
     Every move goes in the episode's transcript; model moves also become `Turn`s.
     """
     games = []
-    for spec in specs:
+    episodes = [Episode(spec=s, illegal=[0] * len(s.seats)) for s in specs]
+    for spec, episode in zip(specs, episodes):
         g = make(spec.game, **spec.options)
         g.reset(seed=spec.seed)
+        if spec.opening > 0:
+            random_opening(g, episode, spec)
         games.append(g)
-    episodes = [Episode(spec=s, illegal=[0] * len(s.seats)) for s in specs]
     running = [i for i, g in enumerate(games) if not g.done]
     while running:
         waiting: dict[str, list[int]] = defaultdict(list)
@@ -99,6 +107,25 @@ def play(
         for turn in ep.turns:
             turn.payoff = ep.rewards[turn.seat]
     return episodes
+
+
+def random_opening(game, episode: Episode, spec: EpisodeSpec) -> None:
+    """Play k ~ U{0..spec.opening} uniformly random legal moves (a Random seeded from the game's
+    seed), stopping before a move that would end the game; they go in the transcript as moves
+    of no policy (no Turn), so training starts from positions good play rarely reaches."""
+    rng = random.Random(derive_seed(spec.seed, "opening"))
+    for _ in range(rng.randint(0, spec.opening)):
+        legal = game.legal_actions()
+        action = legal[rng.randrange(len(legal))]
+        trial = game.clone()
+        trial.step(action)
+        if trial.done:
+            break
+        player = game.current_player
+        prompt = format_prompt(game, player, style="compact").encode()
+        game.step(action)
+        episode.length += 1
+        episode.transcript.append((player, prompt, format_action(action).encode()))
 
 
 def _apply(game, episode: Episode, player: int, name: str, policy: Policy, decision: Decision, index: int) -> None:

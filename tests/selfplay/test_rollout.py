@@ -102,3 +102,42 @@ def test_rollout_logprobs_equal_the_training_forward(plain_gpt, mode):
         expected = batch.old_logprobs[:, 1:]
         torch.testing.assert_close(logp * mask, expected * mask, atol=1e-4, rtol=0)
         assert mask.sum() == sum(len(t.action) for t in turns)
+
+
+def test_random_opening_moves_come_from_the_game_seed_and_are_no_ones_turns():
+    """opening N: k ~ U{0..N} random moves (seeded by the game) before any policy moves; they are in
+    the transcript, not in the turns; no opening move ends the game; same seed, same opening."""
+    bots = {"a": BotPolicy("tictactoe", "random"), "b": BotPolicy("tictactoe", "minimax")}
+
+    def run(opening, seeds=range(40)):
+        specs = [EpisodeSpec("tictactoe", s, ["a", "b"], opening=opening) for s in seeds]
+        return play(specs, bots, RolloutRandom(0))
+
+    plain, opened = run(0), run(6)
+    lengths = [len(o.transcript) - len(p.transcript) for p, o in zip(plain, opened)]
+    assert any(n != 0 for n in lengths)
+    for ep in opened:
+        game = make("tictactoe")
+        game.reset(seed=ep.spec.seed)
+        for _, _, action in ep.transcript:
+            assert not game.done  # no opening move ended the game early
+            game.step(action)
+        assert game.done and list(game.rewards) == ep.rewards  # the transcript replays, openings included
+    again = run(6)
+    assert [e.transcript for e in again] == [e.transcript for e in opened]
+    # the first moves differ from the plain games' in some seeds (random, not the bots' choice)
+    assert any(o.transcript[0] != p.transcript[0] for p, o in zip(plain, opened))
+
+
+def test_random_opening_moves_are_not_trained_on(plain_gpt):
+    """A model in both seats: every Turn's prompt is a position after the opening, and the turns
+    plus the opening moves make up the whole transcript."""
+    policy = ModelPolicy(plain_gpt, mode="constrained")
+    specs = [EpisodeSpec("tictactoe", s, ["m", "m"], opening=4) for s in range(16)]
+    episodes = play(specs, {"m": policy}, RolloutRandom(1))
+    openings = []
+    for ep in episodes:
+        k = len(ep.transcript) - len(ep.turns)
+        openings.append(k)
+        assert [t.prompt for t in ep.turns] == [p for _, p, _ in ep.transcript[k:]]
+    assert 0 <= min(openings) and max(openings) <= 4 and len(set(openings)) > 1
