@@ -300,3 +300,16 @@ def test_the_search_recipe_loads_and_passes_the_checks():
     check_selfplay(cfg.selfplay, value_head=True)
     with pytest.raises(UserError, match="value_head: true"):
         check_selfplay(cfg.selfplay, value_head=False)
+
+
+def test_the_distill_recipe_loads_and_passes_the_checks():
+    from pathlib import Path
+
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.selfplay.config import check_selfplay
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-distill.yaml"))
+    sp = cfg.selfplay
+    assert sp.search.simulations == 64 and sp.search.prior == "model" and sp.ppo_epochs * sp.minibatches == 16
+    assert [o["name"] for o in sp.objectives] == ["search_policy"]
+    check_selfplay(sp, value_head=False)  # no value head: play-outs score the leaves
