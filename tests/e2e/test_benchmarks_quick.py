@@ -40,7 +40,7 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
 RATIO_KEYS = {  # same-run ratios the benchmark reports
     "bench_cli": {"slowest_help_over_import_torch"},
     "bench_search_targets": {"best_mass_over_uniform"},
-    "bench_scoring": {"choices_over_rows"},
+    "bench_scoring": {"choices_over_rows", "train_shared_over_rows"},
     "bench_model": {"train_P4_over_P1", "sampler_cached_over_uncached", "self_speculative_over_full",
                     "self_speculative_acceptance"},
 }
