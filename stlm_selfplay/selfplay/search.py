@@ -19,7 +19,8 @@ Before the first simulation each root is expanded and gets Dirichlet noise on it
 P(root, a) = (1 - eps) P + eps * Dir(alpha). The move played is drawn from the root visit
 counts: pi(a) ~ N(root,a)^(1/tau) with tau = `temperature` while fewer than `temperature_moves`
 moves have been played in the game, else tau -> 0 (a proven win, else argmax visits, first on
-ties). The training target is the root visit distribution N(root,a) / sum_b N(root,b).
+ties). The training target is the root visit distribution N(root,a) / sum_b N(root,b), or with
+`target_temperature` t, N(root,a)^(1/t) / sum_b N(root,b)^(1/t).
 
 All randomness (noise, play-outs, visit sampling) comes from the rollout's own `RolloutRandom`
 (its `py` generator), which self-play checkpoints, so search runs resume exactly.
@@ -62,6 +63,8 @@ class SearchConfig:
     temperature_moves: int = 4  # moves (counted from the game's start) drawn from N^(1/tau);
     #                             later moves take the most visited action (tau -> 0)
     playouts: int = 8  # a learner without a value head (or prior: uniform): random play-outs per leaf for V(s)
+    target_temperature: float = 1.0  # the distilled target is N(root,a)^(1/t) normalised (1 = the
+    #                                  visit distribution; < 1 sharpens it toward the most visited move)
     prior: str = "model"  # model: the learner's constrained policy (and value head) guide the search
     #                       (AlphaZero); uniform: the search ignores the model (uniform priors, values
     #                       from `playouts` random play-outs), a fixed teacher the policy is distilled from
@@ -71,6 +74,8 @@ def check_search(cfg: SearchConfig) -> None:
     """`UserError` for option values no search can run with."""
     if cfg.simulations < 0 or cfg.playouts < 1 or cfg.c_puct <= 0 or cfg.dirichlet_alpha <= 0:
         raise UserError("selfplay.search needs simulations >= 0, playouts >= 1, c_puct > 0 and dirichlet_alpha > 0")
+    if not cfg.target_temperature > 0:
+        raise UserError(f"selfplay.search.target_temperature must be > 0, got {cfg.target_temperature}")
     if cfg.prior not in SEARCH_PRIORS:
         raise UserError(f"selfplay.search.prior must be one of {', '.join(SEARCH_PRIORS)}, got '{cfg.prior}'")
     if not 0.0 <= cfg.dirichlet_epsilon <= 1.0 or cfg.temperature < 0 or cfg.temperature_moves < 0:
@@ -186,10 +191,13 @@ def search(roots: Sequence, evaluator: Evaluator, cfg: SearchConfig, gen: Rollou
     return nodes
 
 
-def visit_distribution(node: Node) -> list[float]:
-    """N(root,a) / sum_b N(root,b) (the prior when no simulation ran)."""
-    total = sum(node.visits)
-    return [n / total for n in node.visits] if total else list(node.prior)
+def visit_distribution(node: Node, temperature: float = 1.0) -> list[float]:
+    """N(root,a)^(1/t) / sum_b N(root,b)^(1/t) (t = `temperature`; the prior when no simulation ran)."""
+    if not sum(node.visits):
+        return list(node.prior)
+    powered = [float(n) ** (1.0 / temperature) if n else 0.0 for n in node.visits]
+    total = sum(powered)
+    return [p / total for p in powered]
 
 
 def pick(node: Node, tau: float, rng) -> int:
@@ -309,5 +317,5 @@ class SearchPolicy:
             decisions.append(Decision(
                 text=cands[idx], prompt=format_prompt(game, game.current_player, style=self.style).encode(),
                 logprob=math.log(max(prior[idx], 1e-300)), candidates=cands, chosen=idx, probs=list(prior),
-                search_probs=visit_distribution(node)))
+                search_probs=visit_distribution(node, self.cfg.target_temperature)))
         return decisions

@@ -103,6 +103,7 @@ def test_puct_visits_and_values_equal_a_hand_computation():
     assert root.visits == [2, 1] and root.total == pytest.approx([0.0, -0.5])
     assert root.children[0].visits == [1, 0] and root.children[0].total == pytest.approx([-0.5, 0.0])
     assert visit_distribution(root) == pytest.approx([2 / 3, 1 / 3])
+    assert visit_distribution(root, 0.5) == pytest.approx([4 / 5, 1 / 5])  # N^2 / sum N^2 = 4/5, 1/5
     assert pick(root, 0.0, None) == 0
 
 
@@ -230,6 +231,7 @@ def test_selfplay_with_search_trains_on_visit_targets_and_resumes_exactly(tmp_pa
     (dict(search="{simulations: 0}"), "search_policy"),
     (dict(search="{simulations: 4, c_puct: 0}"), "c_puct > 0"),
     (dict(search="{simulations: 4, prior: uniformm}"), "prior must be one of model, uniform"),
+    (dict(search="{simulations: 4, target_temperature: 0}"), "target_temperature must be > 0"),
 ])
 def test_search_misconfigurations_are_one_line_user_errors(tmp_path, overrides, message):
     from stlm_selfplay.config import load_config
