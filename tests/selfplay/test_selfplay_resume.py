@@ -33,6 +33,8 @@ def _games(run_dir):
 
 
 def test_hard_kill_between_updates_resumes_exactly(tmp_path, ttt_checkpoint):
+    """Killed after update 3 (its checkpoint not written) with a torn last metrics line: the resumed
+    run replays update 3 and ends with the uninterrupted run's weights, metrics and ratings."""
     whole = selfplay_config(ttt_checkpoint, tmp_path, "whole", **RUN)
     selfplay(whole)
 
@@ -44,6 +46,8 @@ def test_hard_kill_between_updates_resumes_exactly(tmp_path, ttt_checkpoint):
     killed = tmp_path / "killed"
     assert [p.name for p in list_checkpoints(killed)] == ["step_2"]  # update 3 is lost
     assert [s for s, _, _ in _games(killed)] == [1, 2, 3]
+    with open(killed / "metrics.jsonl", "a") as f:  # and a kill in the middle of a metrics write: a torn last line
+        f.write('{"kind": "train", "step": 4, "games_dig')
 
     resumed = stlm(*args, env=threads, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
