@@ -156,3 +156,38 @@ def test_magnet_reaches_the_batch_and_a_split_run_equals_a_whole_one(tmp_path):
     assert min(r["mmd/kl_magnet"] for r in rows["whole"]) > 0  # the magnet's log-probs reach the batch
     a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+LEARN = dict(updates=150, games_per_update=16, lr=3e-3, ppo_epochs=4, minibatches=2, eval__every=10, eval__bots="[]",
+             eval__episodes=0, pool__snapshot_every=5, **{"advantages.normalize": True},
+             objectives="[{name: mmd, surrogate: ppo, prox_coef: 1.0, alpha: 0.5, magnet_every: 10, entropy_coef: 0.5}]")
+FLOOR = 1 / 3  # no card-blind policy is exploitable by less (Kuhn poker, chips per hand)
+
+
+def kuhn_run_until(cfg, threshold: float, chunk: int = 10) -> list[float]:
+    """Run `cfg` in chunks of `chunk` updates (each resumes the last) until the loop's exact
+    exploitability (evaluate.py, kuhn_exploitability of the policy at temperature 1) is below
+    `threshold` or the run's updates are done; returns the evaluations' exploitabilities."""
+    from stlm_selfplay.runs import run_dir
+    from stlm_selfplay.selfplay.loop import selfplay
+    from stlm_selfplay.train.metrics import read_metrics
+
+    done = 0
+    while True:
+        done = selfplay(cfg, max_updates=chunk)["update"]
+        curve = [r["kuhn_poker/exploitability"] for r in read_metrics(run_dir(cfg) / "metrics.jsonl", "eval")]
+        if curve[-1] < threshold or done >= cfg.selfplay.updates:
+            return curve
+
+
+def test_mmd_takes_a_fresh_tiny_model_below_the_card_blind_floor_on_kuhn(tmp_path):
+    """A fresh ~20k-parameter model starts near uniform play (exploitability 0.42-0.51) and, like the
+    pretrained ones, first settles near a card-blind policy (1/3); mmd with 8 optimizer steps per
+    update (ppo surrogate, KL to the behaviour policy and to a magnet moved every 10 updates, entropy
+    bonus 0.5) learns to read its card. Measured (2-core box, core 0 shared with a benchmark): below
+    0.293 after 40 / 50 / 130 / 40 updates for seeds 0 / 1 / 2 / 3 (46 / 50 / 117 / 39 s); with
+    entropy 0.2 seed 2 stayed at 1/3 for 150 updates. The run stops once it is below the floor with
+    a margin (seed 0: ~40 updates)."""
+    curve = kuhn_run_until(_kuhn_config(tmp_path, "learn", seed=0, **LEARN), FLOOR - 0.04)
+    assert curve[0] > FLOOR + 0.05  # the fresh model plays near uniformly: far above the floor
+    assert curve[-1] < FLOOR - 0.04, curve
