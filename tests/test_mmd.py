@@ -191,3 +191,14 @@ def test_mmd_takes_a_fresh_tiny_model_below_the_card_blind_floor_on_kuhn(tmp_pat
     curve = kuhn_run_until(_kuhn_config(tmp_path, "learn", seed=0, **LEARN), FLOOR - 0.04)
     assert curve[0] > FLOOR + 0.05  # the fresh model plays near uniformly: far above the floor
     assert curve[-1] < FLOOR - 0.04, curve
+
+
+def test_kuhn_mmd_recipe_loads_and_passes_the_checks(repo_root):
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.selfplay.config import check_selfplay
+
+    cfg = load_config(repo_root / "configs" / "selfplay" / "kuhn-mmd.yaml", ["selfplay.init_from=somewhere"])
+    check_selfplay(cfg.selfplay)
+    (objective,) = cfg.selfplay.objectives
+    assert objective["name"] == "mmd" and objective["magnet"] == "policy" and cfg.selfplay.stages[0].mode == "constrained"
+    assert objective["entropy_decay_steps"] == cfg.selfplay.updates * cfg.selfplay.ppo_epochs * cfg.selfplay.minibatches
