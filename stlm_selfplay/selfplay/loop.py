@@ -20,8 +20,9 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
     every run.checkpoint_every (and at the end, and on SIGINT/SIGTERM): a checkpoint.
 
 A run resumes exactly from its last checkpoint (same games, same parameters): the checkpoint
-holds the learner, optimizer, pool, KL reference / mmd magnet, advantage baselines, curriculum stage, ratings results and
-every RNG (game seeds are pure functions of (run.seed, update, rank, game)). The learner stays
+holds the learner, optimizer, pool, KL reference (or mmd magnet), advantage baselines, curriculum
+stage, ratings results and every RNG (game seeds are pure functions of (run.seed, update, rank,
+game)). The learner stays
 in eval mode (no dropout) so training forwards see what sampling saw. Test-only fault hook:
 `STLM_FAULT_SELFPLAY_UPDATE=k` ends the process with os._exit(17) right after update k.
 """
