@@ -18,5 +18,6 @@ from stlm_selfplay.objectives import mtp  # noqa: F401  (registers "mtp")
 from stlm_selfplay.objectives import mod  # noqa: F401  (registers "mod")
 from stlm_selfplay.objectives import value  # noqa: F401  (registers "value")
 from stlm_selfplay.objectives import search_policy  # noqa: F401  (registers "search_policy")
+from stlm_selfplay.objectives import mmd  # noqa: F401  (registers "mmd")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]

@@ -5,7 +5,8 @@ rollout's per-byte log-probs as `old_logprobs` (aligned with `input_ids`: column
 
 constrained mode: one row per (turn, legal action), `prompt + action`, with `loss_mask` on the
 action bytes; `extras['groups']` maps rows to turns and `extras['chosen']` marks the row that
-was played; `old_logprobs` is the rollout's log pi(chosen) per turn. Turns chosen by search
+was played; `old_logprobs` is the rollout's log pi(chosen) per turn, `extras['old_probs']` each
+row's probability under the rollout's policy (Decision.probs). Turns chosen by search
 (selfplay/search.py) also carry `extras['search_probs']`, each row's root visit share (the
 `search_policy` objective's target; each turn's rows sum to 1).
 
@@ -60,6 +61,8 @@ def turns_to_batch(
         extras["groups"] = torch.tensor([i for i, t in enumerate(turns) for _ in t.decision.candidates])
         extras["chosen"] = torch.tensor([k == t.decision.chosen for t in turns for k in range(len(t.decision.candidates))])
         old = torch.tensor([t.decision.logprob for t in turns], dtype=torch.float32)
+        if all(t.decision.probs is not None for t in turns):  # the behaviour distribution (objectives/mmd.py)
+            extras["old_probs"] = torch.tensor([p for t in turns for p in t.decision.probs], dtype=torch.float32)
         if all(t.decision.search_probs is not None for t in turns):
             extras["search_probs"] = torch.tensor([p for t in turns for p in t.decision.search_probs],
                                                   dtype=torch.float32)

@@ -34,6 +34,7 @@ ACTION_MODES = ("constrained", "free")
 SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted bot of the game
 VALUE_OBJECTIVE = "value"  # the objective that trains the value head (objectives/value.py)
 SEARCH_OBJECTIVE = "search_policy"  # the policy objective of search runs (objectives/search_policy.py)
+MMD_OBJECTIVE = "mmd"  # magnetic mirror descent, constrained mode only (objectives/mmd.py)
 
 
 @dataclass
@@ -149,7 +150,7 @@ class SelfPlayConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)  # frozen snapshots to play against
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)  # baselines and shaping
     objectives: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "reinforce"}])  # one
-    #   RL objective (reinforce | ppo | grpo, with its options) plus optional auxiliary objectives
+    #   RL objective (reinforce | ppo | grpo | mmd, with its options) plus optional auxiliary objectives
     #   with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the
     #   played transcripts; `value`, e.g. {name: value, weight: 0.5, epsilon: 0.2}, trains the
     #   value head on the RL turns); the loss is their weighted sum
@@ -232,6 +233,9 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
         raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}, "
                         f"or {SEARCH_OBJECTIVE} with selfplay.search), got {rl or 'none'}")
     check_search_setup(cfg, rl[0])
+    if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
+        raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
+                        "exact sums over the legal actions)")
     if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
                         f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")

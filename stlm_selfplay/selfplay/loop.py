@@ -14,13 +14,15 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
     optimize_update(...)                                ppo_epochs x minibatches optimizer steps of
                                                         the RL objective (+ auxiliary objectives on
                                                         the played transcripts): selfplay/update.py
+    mmd (objectives/mmd.py): every magnet_every, the magnet (the reference model) moves to the learner;
     every pool.snapshot_every: snapshot;  stage ends by until_update / until_metric;
     every eval.every: matches vs bots by seat, optimal-move rate, exploitability, ratings;
     every run.checkpoint_every (and at the end, and on SIGINT/SIGTERM): a checkpoint.
 
 A run resumes exactly from its last checkpoint (same games, same parameters): the checkpoint
-holds the learner, optimizer, pool, advantage baselines, curriculum stage, ratings results and
-every RNG (game seeds are pure functions of (run.seed, update, rank, game)). The learner stays
+holds the learner, optimizer, pool, KL reference (or mmd magnet), advantage baselines, curriculum
+stage, ratings results and every RNG (game seeds are pure functions of (run.seed, update, rank,
+game)). The learner stays
 in eval mode (no dropout) so training forwards see what sampling saw. Test-only fault hook:
 `STLM_FAULT_SELFPLAY_UPDATE=k` ends the process with os._exit(17) right after update k.
 """
@@ -178,7 +180,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             reference = pool_model_copy(model, state["reference"])
     else:
         pool.add(model, 0)
-    if beta != 0.0 and reference is None:
+    magnet = getattr(rl_objective, "needs_magnet_model", lambda: False)()  # mmd: the reference is its magnet
+    if (beta != 0.0 or magnet) and reference is None:
         reference = pool_model_copy(model, {k: v.detach().clone() for k, v in model.state_dict().items()})
     end_update = sp.updates if max_updates is None else min(sp.updates, update + max_updates)
 
@@ -267,6 +270,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             sums = optimize_update(learner, sp, stage, turns, adv, kept, episodes, update * steps_per_update, shuffle,
                                    device, dist, returns)
             update += 1
+            if magnet:  # mmd's magnet moves toward the learner every magnet_every updates (objectives/mmd.py)
+                rl_objective.maybe_update_magnet(reference, model, update)
             # -- 4. pool, metrics, curriculum, evaluation, checkpoint
             scores = merge_scores(D.all_gather_objects(learner_scores(episodes)))
             pool.record({k: v for k, v in scores.items() if k.startswith(POOL_PREFIX)})

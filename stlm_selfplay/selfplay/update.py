@@ -34,7 +34,7 @@ from stlm_selfplay.config import ScheduleConfig
 from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.registry import ObjectiveSet
-from stlm_selfplay.objectives.rl import policy_logprobs
+from stlm_selfplay.objectives.rl import _turn_log_policy, policy_logprobs
 from stlm_selfplay.selfplay.batch import prompt_batch, transcript_batch, turns_to_batch
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.optim import lr_factor, set_lr
@@ -110,9 +110,12 @@ def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: floa
     ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
     # constrained rows: each turn's prompt patches go through the trunk once (model/shared_prefix.py)
     shared = {"prefix_groups": batch.extras["groups"].to(device)} if "groups" in batch.extras else {}
-    if learner.reference is not None:
+    if learner.reference is not None:  # the KL reference (beta) or mmd's magnet
         with torch.no_grad():
-            batch.ref_logprobs = policy_logprobs(learner.reference(ids, attention_mask=attn, **shared), batch)[0]
+            ref_out = learner.reference(ids, attention_mask=attn, **shared)
+            batch.ref_logprobs = policy_logprobs(ref_out, batch)[0]
+            if "groups" in batch.extras:  # constrained: log rho_b of every candidate row (objectives/mmd.py)
+                batch.extras["ref_logq"] = _turn_log_policy(ref_out, batch)[0]
     out = learner.rl(learner.train_model(ids, attention_mask=attn, **learner.routing, **shared), batch)
     return out.loss * scale, out
 

@@ -1,0 +1,192 @@
+"""`mmd`: magnetic mirror descent (Sokota et al., ICLR 2023, arXiv:2206.05825) for constrained self-play.
+
+MMD's step at each information state s, with action values Q, a magnet policy rho, a step size eta
+and a regularisation temperature alpha, is
+
+    pi_{k+1}(. | s) = argmax_pi  <pi, Q(s, .)> - alpha KL(pi || rho) - (1/eta) KL(pi || pi_k)
+
+whose last iterate converges to the alpha-QRE of a two-player zero-sum game (for a fixed magnet),
+and to a Nash equilibrium when the magnet moves toward the policy (or alpha anneals to 0). Here
+the argmax is taken by gradient steps on a per-turn loss. In constrained mode (objectives/rl.py)
+every turn t has its full distribution over its legal actions b,
+
+    q_b = softmax_b(s_b / tau),  s_b = sum of the candidate row's byte log-probs (the learner),
+    rho_b                         the magnet's distribution (same formula, the magnet model), or
+                                  1 / n_t (magnet: uniform, n_t legal actions),
+    o_b                           the behaviour policy at rollout time (Decision.probs),
+
+so both KL terms are exact sums, not samples:
+
+    KL_t(q || rho) = sum_b q_b (log q_b - log rho_b)
+    KL_t(q || o)   = sum_b q_b (log q_b - log o_b)
+
+The loss per turn t, with a = the played action and A_t its advantage:
+
+    surrogate: pg   l_t = -A_t log q_a
+               ppo  l_t = -min(r_t A_t, clip(r_t, 1 - epsilon, 1 + epsilon) A_t),  r_t = q_a / o_a
+    l_t += alpha(step) KL_t(q || rho) + prox_coef KL_t(q || o)        (prox_coef plays 1 / eta)
+
+reduced over turns by `loss_type` (dapo: sum over turns / turns in the update) and minus the shared
+entropy bonus (RLOptions; usually 0 here: with magnet uniform, alpha KL(q || rho) = alpha (log n_t - H_t)
+already is one). alpha is annealed linearly over the optimizer steps like the entropy bonus:
+
+    alpha(step) = alpha_final + (alpha - alpha_final) max(0, 1 - step / alpha_decay_steps)
+
+(alpha throughout when alpha_decay_steps = 0). With a single optimizer step per update (ppo_epochs =
+minibatches = 1) q = o at that step, so KL(q || o) and its gradient vanish: prox_coef only matters
+across several epochs / minibatches.
+
+The magnet (magnet: policy) is a frozen copy of the learner (the loop's reference model, made at
+update 0, saved in every checkpoint): after every `magnet_every` updates, parameter-wise
+
+    theta_rho <- (1 - magnet_rate) theta_rho + magnet_rate theta                    (update_magnet)
+
+magnet_rate = 1 copies the policy (the "moving magnet" as a sequence of proximal problems, each
+solved for magnet_every updates); magnet_rate < 1 is an exponential moving average in parameter
+space (not the policy-space geometric mixture rho^(1-r) pi^r, which a network cannot hold exactly).
+magnet_every = 0 keeps the initial policy as the magnet for the whole run.
+
+Batch fields read (constrained self-play batches, selfplay/batch.py; beside objectives/rl.py's):
+  extras['ref_logq']   [B] log rho_b of each candidate row under the magnet model (selfplay/update.py)
+  extras['old_probs']  [B] o_b of each candidate row (each turn's rows sum to 1; needed if prox_coef > 0)
+
+Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stlm_selfplay.errors import UserError, unknown_name
+from stlm_selfplay.objectives.base import Batch, ObjectiveOutput
+from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.objectives.rl import (PolicyGradientObjective, RLOptions, _turn_log_policy, clipped_surrogate,
+                                         policy_entropy, reduce_loss)
+
+MAGNETS = ("policy", "uniform")
+SURROGATES = ("pg", "ppo")
+
+
+def turn_kl(logq: torch.Tensor, logr: torch.Tensor, groups: torch.Tensor, n_turns: int) -> torch.Tensor:
+    """KL_t(q || r) = sum_{b in turn t} q_b (log q_b - log r_b), per turn [n_turns], from per-row log-probs [B]."""
+    return torch.zeros(n_turns, device=logq.device, dtype=logq.dtype).index_add(0, groups, logq.exp() * (logq - logr))
+
+
+def uniform_logq(groups: torch.Tensor, n_turns: int) -> torch.Tensor:
+    """log(1 / n_t) for each row [B] of turn t with n_t rows."""
+    return -torch.log(torch.bincount(groups, minlength=n_turns).double())[groups]
+
+
+@torch.no_grad()
+def update_magnet(magnet: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
+    """theta_rho <- (1 - rate) theta_rho + rate theta for every floating tensor of the state dict
+    (others copied); rate = 1 copies the model."""
+    source = model.state_dict()
+    for name, tensor in magnet.state_dict().items():
+        if tensor.is_floating_point() and rate != 1.0:
+            tensor.lerp_(source[name].to(tensor.dtype), rate)
+        else:
+            tensor.copy_(source[name])
+
+
+@register("mmd")
+class MMD(PolicyGradientObjective):
+    """loss = reduce(policy term + alpha KL(q || rho) + prox_coef KL(q || o)) - entropy_coef * H."""
+
+    @dataclass
+    class Options(RLOptions):
+        alpha: float = 0.1  # weight of KL(pi || magnet) per turn (MMD's regularisation temperature)
+        alpha_final: float = 0.0  # alpha after alpha_decay_steps (only when alpha_decay_steps > 0)
+        alpha_decay_steps: int = 0  # > 0: anneal alpha linearly to alpha_final over this many optimizer steps
+        magnet: str = "policy"  # policy (a frozen copy of the learner, moved by magnet_every/magnet_rate) |
+        #                         uniform (1 / legal actions: alpha KL is an entropy bonus; no model kept)
+        magnet_every: int = 10  # updates between magnet moves; 0 = the magnet stays the initial policy
+        magnet_rate: float = 1.0  # each move: theta_rho <- (1 - rate) theta_rho + rate theta (1 = copy)
+        prox_coef: float = 0.0  # weight of KL(pi || pi_behaviour) per turn (MMD's 1 / eta); only acts
+        #                         when an update takes several optimizer steps (ppo_epochs, minibatches)
+        surrogate: str = "pg"  # pg (-A log pi(a)) | ppo (clipped ratio pi(a) / pi_behaviour(a))
+        epsilon: float = 0.2  # ppo surrogate's clip range
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.magnet not in MAGNETS:
+                raise unknown_name("mmd magnet", self.magnet, MAGNETS)
+            if self.surrogate not in SURROGATES:
+                raise unknown_name("mmd surrogate", self.surrogate, SURROGATES)
+            if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every) < 0:
+                raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps and magnet_every "
+                                "must be >= 0")
+            if not 0.0 < self.magnet_rate <= 1.0 or self.epsilon <= 0:
+                raise UserError(f"mmd needs 0 < magnet_rate <= 1 and epsilon > 0, got magnet_rate={self.magnet_rate}, "
+                                f"epsilon={self.epsilon}")
+            if self.beta != 0.0:
+                raise UserError("mmd has no beta: its KL is to the magnet (alpha); set beta: 0")
+
+        def alpha_weight(self, step: int) -> float:
+            """alpha(step) of the module docstring."""
+            if self.alpha_decay_steps <= 0:
+                return self.alpha
+            left = max(0.0, 1.0 - step / self.alpha_decay_steps)
+            return self.alpha_final + (self.alpha - self.alpha_final) * left
+
+    @property
+    def needs_old_logprobs(self) -> bool:  # the ppo surrogate's ratio
+        return self.options.surrogate == "ppo"
+
+    def needs_magnet_model(self) -> bool:
+        """Whether the loop keeps a magnet model (its `reference`) for this objective."""
+        return self.options.magnet == "policy"
+
+    def maybe_update_magnet(self, magnet: torch.nn.Module | None, model: torch.nn.Module, update: int) -> bool:
+        """After update `update` (1-based count of updates done): move the magnet if it is due."""
+        o = self.options
+        if magnet is None or o.magnet != "policy" or o.magnet_every == 0 or update % o.magnet_every:
+            return False
+        update_magnet(magnet, model, o.magnet_rate)
+        return True
+
+    def policy_loss(self, logp, ratio, adv):
+        if self.options.surrogate == "ppo":
+            return clipped_surrogate(ratio, adv, self.options.epsilon, self.options.epsilon)
+        return -adv * logp, {}
+
+    def forward(self, output, batch: Batch) -> ObjectiveOutput:
+        if "groups" not in batch.extras:
+            raise UserError("objective 'mmd' needs constrained mode (stages' mode: constrained): its KL terms are "
+                            "exact sums over each turn's legal actions")
+        o = self.options
+        logq, groups, n_turns = _turn_log_policy(output, batch)
+        chosen = batch.extras["chosen"].to(logq.device).bool()
+        turns = groups[chosen]
+        if turns.numel() != n_turns or torch.bincount(turns, minlength=n_turns).ne(1).any():
+            raise ValueError("constrained batch: every turn needs exactly one row with chosen=True")
+        logp = logq[chosen][torch.argsort(turns)].unsqueeze(1)  # [N_turns, 1], turn order
+        mask = torch.ones_like(logp)
+        entropy = policy_entropy(output, batch) if o.entropy_weight(batch.step) != 0.0 else None
+        out = self.loss_from_logprobs(logp, mask, batch, entropy)
+        loss, metrics = out.loss, out.metrics
+        max_len = o.max_completion_length or int(batch.extras.get("max_action_len", 0))
+        num_items = batch.extras.get("num_items")
+        alpha = o.alpha_weight(batch.step)
+        if o.magnet == "uniform":
+            log_rho = uniform_logq(groups, n_turns).to(logq.dtype)
+        elif "ref_logq" in batch.extras:
+            log_rho = batch.extras["ref_logq"].to(logq.device, logq.dtype)
+        else:
+            raise ValueError("objective 'mmd' with magnet: policy needs batch.extras['ref_logq'] (the magnet's "
+                             "per-candidate log-probs)")
+        kl_magnet = turn_kl(logq, log_rho, groups, n_turns).unsqueeze(1)
+        loss = loss + alpha * reduce_loss(kl_magnet, mask, o.loss_type, max_len, num_items)
+        metrics.update(kl_magnet=float(kl_magnet.detach().mean()), alpha=alpha,
+                       entropy_turn=float(-(logq.exp() * logq).detach().sum() / max(n_turns, 1)))
+        if o.prox_coef > 0:
+            if "old_probs" not in batch.extras:
+                raise ValueError("objective 'mmd' with prox_coef > 0 needs batch.extras['old_probs']")
+            log_old = torch.log(batch.extras["old_probs"].to(logq.device, logq.dtype).clamp_min(1e-30))
+            kl_old = turn_kl(logq, log_old, groups, n_turns).unsqueeze(1)
+            loss = loss + o.prox_coef * reduce_loss(kl_old, mask, o.loss_type, max_len, num_items)
+            metrics["kl_old"] = float(kl_old.detach().mean())
+        metrics["loss"] = float(loss.detach())
+        return ObjectiveOutput(loss, metrics)
