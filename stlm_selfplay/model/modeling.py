@@ -142,8 +142,6 @@ class Trunk(nn.Module):
         mode and with caches; each routed block appends its `RouterOutput` to `routes` if given
         (under layer dropout, for the rows that ran it: `RouterOutput.rows`). `attn_mask`
         [B, 1, N, N] bool replaces the causal mask (plain blocks only: `shared_prefix.py`)."""
-        if attn_mask is not None and (self.routers or caches is not None or drop_rates is not None):
-            raise ValueError("attn_mask needs a trunk without routed layers, caches or layer dropout")
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.max_len)
         if routing is None:
             routing = self.train_routing if self.training and caches is None else "causal"
@@ -158,21 +156,20 @@ class Trunk(nn.Module):
                 rows = (lambda t: t) if cos.shape[0] == 1 else (lambda t: t[kept])
                 x = x.index_copy(0, kept, self.block(i, x[kept], rows(cos), rows(sin), routing=routing, routes=routes,
                                                      rows=kept))
-            elif attn_mask is not None:
-                x = self.layers[i](x, cos, sin, shared_ffn=self.shared_ffn, attn_mask=attn_mask)
             else:
-                x = self.block(i, x, cos, sin, cache, step, routing, routes)
+                x = self.block(i, x, cos, sin, cache, step, routing, routes, attn_mask=attn_mask)
             if keep_states:
                 states.append(x)
         return x, (tuple(states) if keep_states else None)
 
     def block(self, i: int, x, cos, sin, cache=None, step=None, routing: str = "causal",
-              routes: list[RouterOutput] | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+              routes: list[RouterOutput] | None = None, rows: torch.Tensor | None = None,
+              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Trunk layer i on x (batch `rows` of the whole, None = all): the plain block, or through
         its router (`mod.routed_block`)."""
         layer = self.layers[i]
         if str(i) not in self.routers:
-            return layer(x, cos, sin, cache, step, shared_ffn=self.shared_ffn)
+            return layer(x, cos, sin, cache, step, shared_ffn=self.shared_ffn, attn_mask=attn_mask)
         x, report = routed_block(self.routers[str(i)], layer, x, cos, sin, cache, step, routing=routing,
                                  shared_ffn=self.shared_ffn, **self.mod_options)
         if routes is not None:
@@ -394,10 +391,9 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         `routing` picks Mixture-of-Depths routing (topk | causal; None = config.mod_routing in
         training mode, causal in eval mode); `output_router_logits` adds `router_logits`, one
         `mod.RouterOutput` per routed block (router logits, top-k mask, predictor logits).
-        `prefix_groups` [B] (rows of one group share a prefix, e.g. one constrained turn's
-        actions): the trunk reads each group's shared patches once (`shared_prefix.py`; the same
-        logits at every real byte, to float rounding); ignored (rows one by one) with routed
-        layers, layer dropout, exits or trunk states requested."""
+        `prefix_groups` [B] (rows of a group share a prefix, e.g. one turn's actions): the trunk
+        reads each group's shared patches once (`shared_prefix.py`, same logits at real bytes);
+        ignored with routed layers, layer dropout, exits or trunk states."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
         n_layers = self.config.n_layers
@@ -414,9 +410,9 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if prefix_groups is not None and not (self.trunk.routers or drop or exits or output_trunk_states):
             state, states = shared_prefix_trunk(self.trunk, layout, patches, prefix_groups), None
         else:
-            positions = torch.arange(patches.shape[1], device=patches.device)[None]
-            state, states = self.trunk(patches, positions, keep_states=output_trunk_states or bool(exits),
-                                       drop_rates=drop, routing=routing, routes=routes)
+            state, states = self.trunk(patches, torch.arange(patches.shape[1], device=patches.device)[None],
+                                       keep_states=output_trunk_states or bool(exits), drop_rates=drop,
+                                       routing=routing, routes=routes)
         logits = self.logits_from_trunk(state, layout, logits_to_keep)
         exit_logits = None
         if exits:

@@ -136,10 +136,10 @@ def test_bad_inputs_are_user_errors(tmp_path, tiny_model):
         STLMGRPOTrainer(model, reward_funcs=game_reward_func, args=grpo_config(str(tmp_path), top_p=0.9))
 
 
-def test_kl_reference_of_an_in_memory_model_is_its_initial_weights(tmp_path):
+def test_kl_reference_of_an_in_memory_model_is_its_initial_weights(tmp_path, tiny_model):
     """beta != 0: TRL builds its reference model from the policy's path; an STLM built in memory
     has none, so its initial weights are saved under output_dir and loaded back as the reference."""
-    model = tiny_model()
+    model = tiny_model(**TRL_SIZE)
     args = grpo_config(str(tmp_path), max_steps=1, beta=0.04)
     trainer = STLMGRPOTrainer(model, reward_funcs=game_reward_func, args=args, processing_class=ByteTokenizer(),
                               train_dataset=game_dataset(4))
