@@ -39,7 +39,8 @@ def shared_patch_counts(layout: PatchLayout, rows: list[list[int]]) -> list[int]
     if layout.enc_ngrams is not None:
         same &= (layout.enc_ngrams == layout.enc_ngrams[first]).flatten(2).all(-1)
     leading = same.int().cumprod(1).sum(1).tolist()  # [R] patches equal to the group's first row
-    return [min(leading[r] for r in members) for members in rows]
+    real = layout.enc_valid.any(-1).sum(1).tolist()  # pad patches are never shared (a one-row group)
+    return [min(min(leading[r], real[r]) for r in members) for members in rows]
 
 
 def group_rows(groups: torch.Tensor) -> list[list[int]]:
