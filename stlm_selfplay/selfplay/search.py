@@ -250,18 +250,19 @@ class ModelEvaluator:
         return [format_prompt(g, g.current_player, style=self.style).encode() for g in games]
 
     @torch.no_grad()
-    def priors(self, games: Sequence) -> list[list[float]]:
-        """The model's constrained softmax(s / tau) over each game's legal actions."""
+    def priors(self, games: Sequence, prompts: list[bytes] | None = None) -> list[list[float]]:
+        """The model's constrained softmax(s / tau) over each game's legal actions (`prompts`: the
+        games' prompts when the caller already has them)."""
         candidates = [[format_action(a).encode() for a in g.legal_actions()] for g in games]
-        scores = score_choices(self.model, self.prompts(games), candidates)
+        scores = score_choices(self.model, self.prompts(games) if prompts is None else prompts, candidates)
         tau = self.temperature if self.temperature > 0 else 1.0
         return [constrained_distribution(torch.tensor([float(lp.sum()) for lp in row], dtype=torch.float64),
                                          tau).tolist() for row in scores]
 
     @torch.no_grad()
     def __call__(self, games: Sequence, gen: RolloutRandom) -> tuple[list[list[float]], list[float]]:
-        priors = self.priors(games)
         prompts = self.prompts(games)
+        priors = self.priors(games, prompts)
         if getattr(self.model, "value_head", None) is None:
             return priors, random_playout_values(games, self.playouts, gen.py)
         device = next(self.model.parameters()).device
