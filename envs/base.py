@@ -236,6 +236,12 @@ class Game:
             setattr(new, name, copy.copy(getattr(self, name)))
         return new
 
+    def symmetries(self) -> list[tuple["Game", dict[str, str]]]:
+        """This state's images under the game's symmetries, the identity left out: (the image state,
+        a map from each action here to the same move in the image). Search targets are augmented
+        with them (`selfplay.search.symmetries`). Default: the game declares none."""
+        return []
+
     def state_key(self) -> Any:
         """A hashable key equal for equal states (default: the deal and the action history)."""
         return (repr(self.deal), tuple(self.history), self.turn, self.done, self._strikes)

@@ -49,6 +49,16 @@ class ConnectFour(LineGame):
         self._place(self.drop_cell(col))
         self.heights[col] += 1
 
+    def symmetries(self) -> list[tuple["ConnectFour", dict[str, str]]]:
+        """The left-right mirror: column c -> cols - 1 - c."""
+        image, last = self.clone(), self.cols - 1
+        image.board = [self.board[r * self.cols + last - c] for r in range(self.rows) for c in range(self.cols)]
+        image.heights = self.heights[::-1]
+        mirror = {col: self.columns[last - c] for c, col in enumerate(self.columns)}
+        image.history = [mirror.get(a, a) for a in self.history]
+        image.refresh()
+        return [(image, mirror)]
+
     def wins_with(self, col: int, mark: str) -> bool:
         """Whether dropping `mark` into `col` (not full) would complete a line."""
         cell = self.drop_cell(col)

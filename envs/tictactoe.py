@@ -15,6 +15,12 @@ from stlm_selfplay.envs.registry import register_game, register_player
 
 LINES, THROUGH = line_table(3, 3, 3)
 CELLS = tuple(str(i) for i in range(9))
+# the square's 7 symmetries besides the identity, each as the image cell of every cell
+# (cell r*3+c, (r, c) -> rotations by 90/180/270 degrees, the two mirrors, the two diagonal flips)
+SYMMETRIES = tuple(tuple(r2 * 3 + c2 for r, c in ((i // 3, i % 3) for i in range(9)) for r2, c2 in [f(r, c)])
+                   for f in (lambda r, c: (c, 2 - r), lambda r, c: (2 - r, 2 - c), lambda r, c: (2 - c, r),
+                             lambda r, c: (r, 2 - c), lambda r, c: (2 - r, c), lambda r, c: (c, r),
+                             lambda r, c: (2 - c, 2 - r)))
 
 
 @register_game("tictactoe")
@@ -33,6 +39,18 @@ class TicTacToe(LineGame):
     def board_text(self, player: int) -> str:
         b = "".join(self.board)  # the generic LineGame.board_text, unrolled: it runs every turn
         return f"{b[:3]}|{b[3:6]}|{b[6:]}"
+
+    def symmetries(self) -> list[tuple["TicTacToe", dict[str, str]]]:
+        """The 7 rotated and mirrored boards: board'[m(i)] = board[i], action i -> m(i)."""
+        out = []
+        for image_of in SYMMETRIES:
+            image = self.clone()
+            for i, mark in enumerate(self.board):
+                image.board[image_of[i]] = mark
+            image.history = [CELLS[image_of[int(a)]] if a in CELLS else a for a in self.history]
+            image.refresh()
+            out.append((image, {cell: CELLS[image_of[i]] for i, cell in enumerate(CELLS)}))
+        return out
 
     def describe(self, player: int) -> str:
         rows = ["".join(CELLS[r * 3 + c] if mark == "." else mark for c, mark in enumerate(row)) for r, row in enumerate(self.grid_rows())]

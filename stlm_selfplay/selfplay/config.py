@@ -9,7 +9,7 @@ Why self-play has its own lr, schedule and clipping (`lr`, `lr_schedule`, `warmu
 `min_lr_ratio`, `grad_clip`) instead of reading `optimizer.lr`, `optimizer.grad_clip` and
 `schedule.*`: a staged run (`stlm run`) pretrains and then self-plays from ONE config, and the two
 stages want different values (RL fine-tuning runs at a far smaller lr, and its clock is
-`updates x ppo_epochs x minibatches` optimizer steps, not `schedule.steps`). `run.dtype` and
+`updates x steps_per_update` optimizer steps, not `schedule.steps`). `run.dtype` and
 `run.compile` apply to pretraining only; self-play runs in fp32 eager mode.
 
     selfplay:
@@ -27,6 +27,7 @@ from typing import Any, Dict, List
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
 from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
+from stlm_selfplay.selfplay.replay import ReplayConfig, check_replay
 from stlm_selfplay.selfplay.search import SearchConfig, check_search, check_searchable
 from stlm_selfplay.train.optim import LR_SCHEDULES
 
@@ -166,6 +167,13 @@ class SelfPlayConfig:
     search: SearchConfig = field(default_factory=SearchConfig)  # PUCT search for the learner's
     #   training moves (simulations > 0; constrained mode, two-player perfect-information games);
     #   train it with objectives [{name: search_policy}, {name: value}]; evaluation never searches
+    replay: ReplayConfig = field(default_factory=ReplayConfig)  # search_policy on the last searched
+    #   turns across updates (capacity > 0), batch_turns per step, steps_per_update steps per update
+
+
+def steps_per_update(cfg: SelfPlayConfig) -> int:
+    """Optimizer steps per update: replay.steps_per_update with replay, else ppo_epochs x minibatches."""
+    return cfg.replay.steps_per_update if cfg.replay.capacity else cfg.ppo_epochs * cfg.minibatches
 
 
 def eval_games(cfg: SelfPlayConfig) -> list[str]:
@@ -233,6 +241,7 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
         raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}, "
                         f"or {SEARCH_OBJECTIVE} with selfplay.search), got {rl or 'none'}")
     check_search_setup(cfg, rl[0])
+    check_replay(cfg.replay, rl[0], VALUE_OBJECTIVE in [o.name for o in objectives.objectives])
     if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
         raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
                         "exact sums over the legal actions)")

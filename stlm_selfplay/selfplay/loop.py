@@ -11,7 +11,10 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
     V_t      = V(s) of each learner turn's prompt       (a model with a value head; no gradient)
     A_t      = estimator(turns); finalize (drop zero); normalize with all-reduced mean/std
     R_t      = estimator.value_targets(turns, A)        (gae: A + V; else the reward-to-go)
-    optimize_update(...)                                ppo_epochs x minibatches optimizer steps of
+    plan = training_plan(...)                           the turns (+ symmetry images, search.symmetries)
+                                                        split ppo_epochs x minibatches ways, or draws
+                                                        from the replay buffer (selfplay/replay.py)
+    optimize_update(...)                                one optimizer step per minibatch of the plan:
                                                         the RL objective (+ auxiliary objectives on
                                                         the played transcripts): selfplay/update.py
     mmd (objectives/mmd.py): every magnet_every, the magnet (the reference model) moves to the learner;
@@ -21,7 +24,7 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
 
 A run resumes exactly from its last checkpoint (same games, same parameters): the checkpoint
 holds the learner, optimizer, pool, KL reference (or mmd magnet), advantage baselines, curriculum
-stage, ratings results and every RNG (game seeds are pure functions of (run.seed, update, rank,
+stage, ratings results, the replay buffer and every RNG (game seeds are pure functions of (run.seed, update, rank,
 game)). The learner stays
 in eval mode (no dropout) so training forwards see what sampling saw. Test-only fault hook:
 `STLM_FAULT_SELFPLAY_UPDATE=k` ends the process with os._exit(17) right after update k.
@@ -52,12 +55,13 @@ from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
 from stlm_selfplay.selfplay.batch import turn_values
 from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
-                                           eval_games as eval_games_of)
+                                           eval_games as eval_games_of, steps_per_update as steps_per_update_of)
 from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
 from stlm_selfplay.selfplay.rollout import play
-from stlm_selfplay.selfplay.update import Learner, optimize_update
+from stlm_selfplay.selfplay.replay import ReplayBuffer
+from stlm_selfplay.selfplay.update import Learner, optimize_update, training_plan
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.checkpoint import (capture_rng_state, load_trainer_state,
                                             restore_rng_state, save_checkpoint)
@@ -149,11 +153,12 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     beta = getattr(rl_objective.options, "beta", 0.0)
     reference = None
     optimizer = build_optimizer(model, dataclasses.replace(cfg.optimizer, lr=sp.lr), device)
-    steps_per_update = sp.ppo_epochs * sp.minibatches
+    steps_per_update = steps_per_update_of(sp)
     schedule = ScheduleConfig(steps=sp.updates * steps_per_update, kind=sp.lr_schedule,
                               warmup_steps=sp.warmup_updates, min_lr_ratio=sp.min_lr_ratio)
     estimator = build_estimator(sp.advantages.estimator, sp.advantages.options)
     pool = Pool(sp.pool)
+    buffer = ReplayBuffer(sp.replay.capacity) if sp.replay.capacity else None  # selfplay/replay.py
     seed, rank, world = cfg.run.seed, dist.rank, dist.world_size
     gen = RolloutRandom(derive_seed(seed, "rollout", rank))  # model sampling and bots
     opponent_rng = random.Random(derive_seed(seed, "opponents", rank))  # opponent mix and pool draws
@@ -176,6 +181,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         gen.py.setstate(mine["rollout_py"])
         opponent_rng.setstate(mine["opponents"])
         estimator.load_state_dict(mine["advantages"])
+        if buffer is not None:
+            buffer.load_state_dict(mine["replay"])
         if state.get("reference") is not None:
             reference = pool_model_copy(model, state["reference"])
     else:
@@ -218,7 +225,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     def checkpoint(update: int) -> None:
         ranks = D.all_gather_objects({"rng": capture_rng_state({"rollout": gen.torch, "shuffle": shuffle}),
                                       "rollout_py": gen.py.getstate(), "opponents": opponent_rng.getstate(),
-                                      "advantages": plain(estimator.state_dict())})
+                                      "advantages": plain(estimator.state_dict()),
+                                      "replay": None if buffer is None else buffer.state_dict()})
         if dist.is_main:
             state = {"update": update, "stage": stage_index, "optimizer": optimizer.state_dict(), "ranks": ranks,
                      "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "exact_history": exact_history,
@@ -265,10 +273,11 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             adv, keep = finalize(adv, normalize=False, drop_zero=sp.advantages.drop_zero)
             if sp.advantages.normalize:
                 adv = global_normalize(adv, keep, device)
-            kept = np.flatnonzero(keep)
-            # -- 3. optimize: ppo_epochs x minibatches optimizer steps of accumulated micro-steps
-            sums = optimize_update(learner, sp, stage, turns, adv, kept, episodes, update * steps_per_update, shuffle,
-                                   device, dist, returns)
+            # -- 3. optimize: steps_per_update optimizer steps of accumulated micro-steps, on the
+            #       update's turns (+ symmetry images) or draws from the replay buffer
+            train_turns, train_adv, train_returns, plan = training_plan(sp, turns, adv, keep, returns, buffer, shuffle)
+            sums = optimize_update(learner, sp, stage, train_turns, train_adv, plan, episodes, update * steps_per_update,
+                                   device, dist, train_returns)
             update += 1
             if magnet:  # mmd's magnet moves toward the learner every magnet_every updates (objectives/mmd.py)
                 rl_objective.maybe_update_magnet(reference, model, update)
@@ -289,6 +298,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             metrics.update(stage=stage_index, lr=optimizer.param_groups[0]["lr"], grad_norm=sums.get("grad_norm", 0.0),
                            games_per_s=sp.games_per_update / elapsed, rollout_s=rollout_s, update_s=elapsed,
                            pool_size=len(pool.snapshots), games_digest=games_digest(episodes))
+            if buffer is not None:
+                metrics["replay_turns"] = len(buffer)
             logger.log(update, "train", metrics)
             last_train = metrics
             bar.update(1)

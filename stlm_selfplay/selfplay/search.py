@@ -68,6 +68,9 @@ class SearchConfig:
     prior: str = "model"  # model: the learner's constrained policy (and value head) guide the search
     #                       (AlphaZero); uniform: the search ignores the model (uniform priors, values
     #                       from `playouts` random play-outs), a fixed teacher the policy is distilled from
+    symmetries: bool = False  # also train on every searched position's images under the game's
+    #                           symmetries (`Game.symmetries`: tic-tac-toe's 7 rotations and mirrors,
+    #                           connect four's mirror), each with the visit target carried along
 
 
 def check_search(cfg: SearchConfig) -> None:
@@ -76,6 +79,8 @@ def check_search(cfg: SearchConfig) -> None:
         raise UserError("selfplay.search needs simulations >= 0, playouts >= 1, c_puct > 0 and dirichlet_alpha > 0")
     if not cfg.target_temperature > 0:
         raise UserError(f"selfplay.search.target_temperature must be > 0, got {cfg.target_temperature}")
+    if cfg.symmetries and cfg.simulations == 0:
+        raise UserError("selfplay.search.symmetries augments search targets: set selfplay.search.simulations > 0")
     if cfg.prior not in SEARCH_PRIORS:
         raise UserError(f"selfplay.search.prior must be one of {', '.join(SEARCH_PRIORS)}, got '{cfg.prior}'")
     if not 0.0 <= cfg.dirichlet_epsilon <= 1.0 or cfg.temperature < 0 or cfg.temperature_moves < 0:
@@ -282,7 +287,8 @@ class SearchPolicy:
 
     Its Decision: candidates (the legal actions), chosen (drawn from the visits), logprob = the
     model's own log pi(chosen) (the prior before noise), probs = that prior, search_probs = the
-    root visit distribution (the `search_policy` objective's target)."""
+    root visit distribution (the `search_policy` objective's target); with `symmetries`, images =
+    `image_decisions` (the same target in each symmetric position)."""
 
     model: torch.nn.Module
     cfg: SearchConfig
@@ -315,8 +321,28 @@ class SearchPolicy:
             idx = pick(node, tau, gen.py)
             cands = [format_action(a).encode() for a in node.actions]
             prior = raw[i]
-            decisions.append(Decision(
+            decision = Decision(
                 text=cands[idx], prompt=format_prompt(game, game.current_player, style=self.style).encode(),
                 logprob=math.log(max(prior[idx], 1e-300)), candidates=cands, chosen=idx, probs=list(prior),
-                search_probs=visit_distribution(node, self.cfg.target_temperature)))
+                search_probs=visit_distribution(node, self.cfg.target_temperature))
+            if self.cfg.symmetries:
+                decision.images = image_decisions(game, node.actions, decision, self.style)
+            decisions.append(decision)
         return decisions
+
+
+def image_decisions(game, actions: Sequence[str], decision: Decision, style: str = "compact") -> list[Decision]:
+    """`decision` moved into each image of `game` under its symmetries (`Game.symmetries`): the
+    image's prompt and legal actions, target pi'(m(a)) = pi(a) and chosen m(chosen) for the action
+    map m (logprob kept; probs left out: the model never scored the image)."""
+    share = dict(zip(actions, decision.search_probs))
+    out = []
+    for image, moved in game.symmetries():
+        back = {moved[a]: a for a in actions}
+        legal = image.legal_actions()
+        chosen = legal.index(moved[actions[decision.chosen]])
+        cands = [format_action(b).encode() for b in legal]
+        out.append(Decision(text=cands[chosen], prompt=format_prompt(image, image.current_player, style=style).encode(),
+                            logprob=decision.logprob, candidates=cands, chosen=chosen,
+                            search_probs=[share[back[b]] for b in legal]))
+    return out

@@ -1,21 +1,22 @@
 """One self-play update's optimisation, whole: `optimize_update` (CleanRL style).
 
-Given the learner's kept turns and their advantages A (after `finalize` / `global_normalize`):
+Given the learner's turns, their advantages A (after `finalize` / `global_normalize`) and a plan
+of minibatches (`minibatch_plan`: ppo_epochs shuffled splits of the kept turns into `minibatches`;
+with replay, `ReplayBuffer.plan`: steps_per_update draws from the buffer, selfplay/replay.py):
 
-    for epoch in ppo_epochs:
-        for minibatch in a shuffled split of the kept turns into `minibatches`:
-            lr = peak_lr * lr_factor(step)
-            [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
-            [rl]    micro-steps of <= micro_batch_turns turns (constrained: each turn's rows share
-                    their prompt's trunk pass, `prefix_groups`), the same count on every rank (an
-                    empty one backpropagates a zero loss, so DDP's all-reduces line up); each RL
-                    loss is scaled by n_part / (n_minibatch / world_size), so that the summed
-                    micro-steps, averaged by DDP, are the mean over the minibatch's turns on all
-                    ranks ("dapo": instead batch.extras["num_items"] = action tokens / world_size)
-                    [value] (a `value` objective): + weight * its loss on the same turns, V(s)
-                    of each prompt from the model with gradient, targets R and rollout V_old,
-                    scaled like grpo's to the minibatch mean
-            clip the global gradient norm; optimizer step;  step += 1
+    for minibatch in plan:
+        lr = peak_lr * lr_factor(step)
+        [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
+        [rl]    micro-steps of <= micro_batch_turns turns (constrained: each turn's rows share
+                their prompt's trunk pass, `prefix_groups`), the same count on every rank (an
+                empty one backpropagates a zero loss, so DDP's all-reduces line up); each RL
+                loss is scaled by n_part / (n_minibatch / world_size), so that the summed
+                micro-steps, averaged by DDP, are the mean over the minibatch's turns on all
+                ranks ("dapo": instead batch.extras["num_items"] = action tokens / world_size)
+                [value] (a `value` objective): + weight * its loss on the same turns, V(s)
+                of each prompt from the model with gradient, targets R and rollout V_old,
+                scaled like grpo's to the minibatch mean
+        clip the global gradient norm; optimizer step;  step += 1
 
 DDP synchronises gradients only in the last micro-step of each optimizer step (`no_sync` before).
 """
@@ -36,6 +37,7 @@ from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import _turn_log_policy, policy_logprobs
 from stlm_selfplay.selfplay.batch import prompt_batch, transcript_batch, turns_to_batch
+from stlm_selfplay.selfplay.replay import ReplayBuffer, with_images
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.optim import lr_factor, set_lr
 
@@ -55,48 +57,72 @@ class Learner:
     value: tuple | None = None  # (the `value` objective, its weight), or None: no value loss
 
 
-def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, kept: np.ndarray, episodes,
-                    step: int, shuffle: torch.Generator, device: torch.device, dist: D.DistInfo,
+def minibatch_plan(kept: np.ndarray, epochs: int, minibatches: int, shuffle: torch.Generator) -> list[np.ndarray]:
+    """`epochs` passes over the kept turn indices, each shuffled and split into `minibatches`."""
+    plan: list[np.ndarray] = []
+    for _ in range(epochs):
+        plan.extend(np.array_split(kept[torch.randperm(len(kept), generator=shuffle).numpy()], minibatches))
+    return plan
+
+
+def training_plan(sp, turns: Sequence, adv: np.ndarray, keep: np.ndarray, returns: np.ndarray | None,
+                  buffer: ReplayBuffer | None, shuffle: torch.Generator):
+    """(turns, advantages, returns, plan) that `optimize_update` trains on this update: the kept
+    turns (+ their symmetry images with search.symmetries, sharing the source turn's advantage and
+    return), or with a replay buffer, the buffer after adding them (advantages 0: search_policy
+    reads none) and steps_per_update draws from it."""
+    if sp.search.symmetries:
+        turns, source = with_images(turns)
+        adv, keep = adv[source], keep[source]
+        returns = None if returns is None else returns[source]
+    kept = np.flatnonzero(keep)
+    if buffer is None:
+        return turns, adv, returns, minibatch_plan(kept, sp.ppo_epochs, sp.minibatches, shuffle)
+    buffer.add([turns[i] for i in kept])
+    return buffer.turns, np.zeros(len(buffer)), None, buffer.plan(sp.replay.steps_per_update, sp.replay.batch_turns,
+                                                                   shuffle)
+
+
+def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, plan: Sequence[np.ndarray],
+                    episodes, step: int, device: torch.device, dist: D.DistInfo,
                     returns: np.ndarray | None = None) -> dict[str, float]:
-    """`ppo_epochs x minibatches` optimizer steps on the kept turns (module docstring), starting at
-    optimizer step `step`; returns the summed metrics (`<prefix><name>` with counts `_n/...`) and
+    """One optimizer step per minibatch of `plan` (indices into `turns`; module docstring), starting
+    at optimizer step `step`; returns the summed metrics (`<prefix><name>` with counts `_n/...`) and
     `grad_norm` of the last step. `returns` [N]: the value targets (needed with a `value` objective)."""
     sums: dict[str, float] = {}
-    for _ in range(sp.ppo_epochs):
-        order = kept[torch.randperm(len(kept), generator=shuffle).numpy()]
-        for minibatch in np.array_split(order, sp.minibatches):
-            set_lr(learner.optimizer, lr_factor(step, learner.schedule))
-            # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
-            n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
-                [len(minibatch), len(minibatch) if stage.mode == "constrained" else
-                 sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64, device=device)))
-            n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
-            parts = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
-            backwards = len(parts) + (learner.aux is not None)
-            if learner.aux is not None:
-                with _sync_on_last(learner, dist, 0, backwards):
-                    out = aux_loss(learner, episodes, step, device)
-                    out.loss.backward()
-                _add(sums, "aux/", out.metrics)
-            for k, part in enumerate(parts, start=backwards - len(parts)):
-                with _sync_on_last(learner, dist, k, backwards):
-                    if len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
-                        zero_loss(learner, device).backward()
-                        continue
-                    loss, out = rl_loss(learner, [turns[i] for i in part], adv[part], stage.temperature, step,
-                                        n_global / dist.world_size, n_tokens / dist.world_size, device)
-                    if learner.value is not None:
-                        value, value_out = value_loss(learner, [turns[i] for i in part], returns[part],
-                                                      n_global / dist.world_size, device)
-                        loss = loss + value
-                        _add(sums, "value/", value_out.metrics)
-                    loss.backward()
-                _add(sums, f"{learner.rl.name}/", out.metrics)
-            if sp.grad_clip > 0:
-                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(learner.model.parameters(), sp.grad_clip))
-            learner.optimizer.step()
-            learner.optimizer.zero_grad(set_to_none=True)
-            step += 1
+    for minibatch in plan:
+        set_lr(learner.optimizer, lr_factor(step, learner.schedule))
+        # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
+        n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
+            [len(minibatch), len(minibatch) if stage.mode == "constrained" else
+             sum(len(turns[i].action) for i in minibatch)], dtype=torch.float64, device=device)))
+        n_micro = max(max(D.all_gather_objects(math.ceil(len(minibatch) / sp.micro_batch_turns))), 1)
+        parts = [minibatch[k * sp.micro_batch_turns:(k + 1) * sp.micro_batch_turns] for k in range(n_micro)]
+        backwards = len(parts) + (learner.aux is not None)
+        if learner.aux is not None:
+            with _sync_on_last(learner, dist, 0, backwards):
+                out = aux_loss(learner, episodes, step, device)
+                out.loss.backward()
+            _add(sums, "aux/", out.metrics)
+        for k, part in enumerate(parts, start=backwards - len(parts)):
+            with _sync_on_last(learner, dist, k, backwards):
+                if len(part) == 0:  # keeps every rank's micro-step count equal (DDP)
+                    zero_loss(learner, device).backward()
+                    continue
+                loss, out = rl_loss(learner, [turns[i] for i in part], adv[part], stage.temperature, step,
+                                    n_global / dist.world_size, n_tokens / dist.world_size, device)
+                if learner.value is not None:
+                    value, value_out = value_loss(learner, [turns[i] for i in part], returns[part],
+                                                  n_global / dist.world_size, device)
+                    loss = loss + value
+                    _add(sums, "value/", value_out.metrics)
+                loss.backward()
+            _add(sums, f"{learner.rl.name}/", out.metrics)
+        if sp.grad_clip > 0:
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(learner.model.parameters(), sp.grad_clip))
+        learner.optimizer.step()
+        learner.optimizer.zero_grad(set_to_none=True)
+        step += 1
     return sums
 
 

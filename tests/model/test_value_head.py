@@ -196,8 +196,8 @@ def test_value_loss_falls_on_a_fixed_batch_through_the_update():
     before = loss_now()
     assert before == pytest.approx(0.5 * float(np.mean(returns ** 2)), rel=1e-5)  # V = 0 at init
     for step in range(40):  # A = 0: the RL term has no gradient, the value objective trains alone
-        sums = optimize_update(learner, sp, stage, turns, np.zeros(len(turns), np.float32), everything, episodes, step,
-                               torch.Generator().manual_seed(step), torch.device("cpu"), DistInfo(), returns)
+        sums = optimize_update(learner, sp, stage, turns, np.zeros(len(turns), np.float32), [everything], episodes, step,
+                               torch.device("cpu"), DistInfo(), returns)
         assert "value/loss" in sums
     # below half the loss of the best constant value 0.5 Var(R): V(s) tells the states apart
     assert loss_now() < 0.5 * (0.5 * float(np.var(returns)))
