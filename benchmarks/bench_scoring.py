@@ -14,8 +14,10 @@ and the largest absolute difference of the summed action log-probs (must be <= 1
 The training forward (forward + backward of `search_policy` on constrained self-play batches of
 `--train-turns` positions, the model in training mode), two ways on the same batches:
 - train rows (baseline): every (prompt, action) row through the whole model;
-- train shared prefix: `prefix_groups`, each turn's prompt patches through the trunk once
-  (`stlm_selfplay/model/shared_prefix.py`; same logits and gradients).
+- train shared prefix: `prefix_groups`, each turn's prompt patches through the local encoder
+  and the trunk once (`stlm_selfplay/model/shared_prefix.py`; same logits and gradients);
+- train shared prefix + action windows: also `logits_needed`, the local decoder only on the
+  windows of the action bytes (what self-play's RL forward runs; same gradients).
 
     taskset -c 1 python benchmarks/bench_scoring.py [--quick] [--positions N] [--patch-size P]
 """
@@ -36,7 +38,7 @@ from stlm_selfplay.envs.formats import format_action  # noqa: E402
 from stlm_selfplay.model import STLMForCausalLM, load_preset, score  # noqa: E402
 from stlm_selfplay.model.choices import score_choices  # noqa: E402
 from stlm_selfplay.objectives import build_objective  # noqa: E402
-from stlm_selfplay.selfplay.batch import turns_to_batch  # noqa: E402
+from stlm_selfplay.selfplay.batch import action_logit_positions, turns_to_batch  # noqa: E402
 from stlm_selfplay.selfplay.policies import Decision, ModelPolicy  # noqa: E402
 from stlm_selfplay.selfplay.rollout import Turn  # noqa: E402
 
@@ -64,12 +66,14 @@ def training_batches(prompts, actions, turns_per_batch: int) -> list:
             for k in range(0, len(turns), turns_per_batch)]
 
 
-def train_passes(model, batches, shared: bool) -> None:
+def train_passes(model, batches, shared: bool, windows: bool = False) -> None:
     """Forward + backward of `search_policy` on every batch (gradients discarded)."""
     objective = build_objective({"name": "search_policy"})[0]
     model.train()
     for batch in batches:
         extra = {"prefix_groups": batch.extras["groups"]} if shared else {}
+        if windows:
+            extra["logits_needed"] = action_logit_positions(batch)
         objective(model(batch.input_ids, attention_mask=batch.attention_mask, **extra), batch).loss.backward()
         model.zero_grad(set_to_none=True)
     model.eval()
@@ -106,13 +110,16 @@ def main() -> None:
     batches = training_batches(prompts[:args.train_positions], actions[:args.train_positions], args.train_turns)
     n_train = min(args.train_positions, len(games))
     train = {}
-    for name, shared in (("train rows", False), ("train shared prefix", True)):
-        train[name], _ = best_of(lambda: train_passes(model, batches, shared), args.repeats)
+    for name, shared, windows in (("train rows", False, False), ("train shared prefix", True, False),
+                                  ("train shared prefix + action windows", True, True)):
+        train[name], _ = best_of(lambda: train_passes(model, batches, shared, windows), args.repeats)
         rows.append({"method": name, "positions": n_train, "actions": sum(b.input_ids.shape[0] for b in batches),
                      "cpu_s": train[name], "positions_per_s": n_train / train[name]})
     train_speedup = train["train rows"] / train["train shared prefix"]
+    windows_speedup = train["train rows"] / train["train shared prefix + action windows"]
     report("bench_scoring", rows, args=args,
-           ratios={"choices_over_rows": speedup, "train_shared_over_rows": train_speedup},
+           ratios={"choices_over_rows": speedup, "train_shared_over_rows": train_speedup,
+                   "train_windows_over_rows": windows_speedup},
            goals={"choices_over_rows (>= 5x)": (speedup, 5.0), "-max_abs_diff (<= 1e-5)": (-diff, -1e-5)},
            extra={"params": model.num_parameters(), "patch_size": args.patch_size, "max_abs_diff": diff})
 

@@ -28,9 +28,11 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from stlm_selfplay.model.config import STLMConfig
 from stlm_selfplay.model.layers import Block, CacheStep, LayerCache, SwiGLU, rope_angles
+from stlm_selfplay.model.local import LocalDecoder, LocalEncoder
 from stlm_selfplay.model.mod import ROUTINGS, Router, RouterOutput, routed_block
 from stlm_selfplay.model.ngrams import NgramEmbedding
-from stlm_selfplay.model.patching import PatchLayout, make_layout, unalign
+from stlm_selfplay.model.patching import (PatchLayout, make_layout, needed_windows, pick_windows, place_windows,
+                                          unalign)
 from stlm_selfplay.model.shared_prefix import shared_prefix_trunk
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 from stlm_selfplay.model.value_head import ValueHead
@@ -49,52 +51,6 @@ class STLMOutput(CausalLMOutput):
     exit_logits: dict[int, torch.Tensor] | None = None  # {trunk layer: [B, T, V]} when exit_layers asked
     router_logits: tuple[RouterOutput, ...] | None = None  # per routed block when output_router_logits (objective `mod`)
     mtp_logits: tuple[torch.Tensor, ...] | None = None  # multi-token prediction heads (objectives)
-
-
-def local_block(config: STLMConfig) -> Block:
-    return Block(config.d_local, config.local_heads, config.local_heads, config.local_ff,
-                 qk_norm=config.qk_norm, eps=config.norm_eps, dropout=config.dropout, mlp=config.mlp)
-
-
-def maybe_linear(d_in: int, d_out: int) -> nn.Module:
-    return nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
-
-
-class LocalEncoder(nn.Module):
-    """Bytes of each patch [N, Pm] -> one vector per patch [N, d_model].
-
-        h = enc_layers(E[bytes] + pos_j)    (causal inside the patch)
-        mean:      pool(h) = sum_j v_j h_j / sum_j v_j                  (v_j = slot j holds a byte)
-        attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
-    """
-
-    def __init__(self, config: STLMConfig):
-        super().__init__()
-        self.pos = nn.Embedding(config.max_patch, config.d_local) if config.max_patch > 1 else None
-        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_encoder_layers))
-        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
-        self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
-        self.proj = maybe_linear(config.d_local, config.d_model)
-        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.max_len = config.max_patch  # slots inside a patch
-
-    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """h: byte embeddings [N, Pm, d_local]; valid [N, Pm] bool."""
-        if self.pos is not None:
-            h = h + self.pos.weight
-        if self.layers:
-            cos, sin = rope_angles(torch.arange(h.shape[1], device=h.device)[None], self.head_dim, self.rope_theta,
-                                   self.max_len)
-            for layer in self.layers:
-                h = layer(h, cos, sin)
-            h = self.norm(h)
-        weights = valid.to(h.dtype)
-        if self.query is not None:
-            scores = (h @ self.query.to(h.dtype)) / h.shape[-1] ** 0.5
-            weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
-        else:
-            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
-        return self.proj((weights.unsqueeze(-1) * h).sum(1))
 
 
 def layer_dropout_rates(step: int | None, total_steps: int, n_layers: int, p_max: float) -> list[float]:
@@ -176,34 +132,6 @@ class Trunk(nn.Module):
             report.rows = rows
             routes.append(report)
         return x
-
-
-class LocalDecoder(nn.Module):
-    """Windows of byte ids [N, W] + one condition per window [N, d_model] -> hidden [N, W, d_local]
-    (W = config.dec_window: previous + current patch, or the current patch only).
-
-        h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
-    Without decoder layers (the plain-GPT case) h = W_c c.
-    """
-
-    def __init__(self, config: STLMConfig):
-        super().__init__()
-        self.start = nn.Parameter(torch.zeros(config.d_model))
-        self.cond_proj = maybe_linear(config.d_model, config.d_local)
-        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
-        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
-        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.max_len = config.dec_window  # window slots
-
-    def forward(self, emb, cond, slots, caches=None, step=None):
-        """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
-        if not self.layers:
-            return cond.unsqueeze(1).expand(-1, emb.shape[1], -1)
-        h = emb + cond.unsqueeze(1)
-        cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, None if caches is None else caches[i], step)
-        return self.norm(h)
 
 
 class STLMPreTrainedModel(PreTrainedModel):
@@ -339,17 +267,26 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         return self.decoder.cond_proj(cond)
 
     def logits_from_trunk(self, trunk_state: torch.Tensor, layout: PatchLayout, logits_to_keep: int = 0,
-                          include_first: bool = False, delay: int = 0) -> torch.Tensor:
+                          include_first: bool = False, delay: int = 0, needed: torch.Tensor | None = None):
         """Trunk state [B, N_enc, d_model] -> final norm -> local decoder -> logits [B, T, V].
 
         The one path from any trunk state to byte logits (final output, per-layer exits and,
         with `delay` = i, multi-byte head i's logits from a state i patches older).
-        With `include_first`, [B, T+1, V]: entry u predicts x[u], including x[0] (after BOS)."""
+        With `include_first`, [B, T+1, V]: entry u predicts x[u], including x[0] (after BOS).
+        `needed` [B, T] bool: only the decoder windows holding these positions' logits run
+        (`patching.needed_windows`); logits elsewhere are those of a zero hidden state."""
         batch, n_dec, width = layout.dec_ids.shape
-        cond = self.conditions(trunk_state, n_dec, delay).reshape(batch * n_dec, -1)
-        emb = self.embed_bytes(layout.dec_ids.reshape(batch * n_dec, width))
+        cond, dec_ids = self.conditions(trunk_state, n_dec, delay), layout.dec_ids
+        windows = None if needed is None else needed_windows(layout, needed)
+        if windows is not None:
+            cond, dec_ids = pick_windows(cond, windows), pick_windows(dec_ids, windows)
+        k = dec_ids.shape[1]
+        emb = self.embed_bytes(dec_ids.reshape(batch * k, width))
         slots = torch.arange(width, device=emb.device)[None]
-        hidden = self.decoder(emb, cond, slots).reshape(batch, n_dec * width, -1)
+        hidden = self.decoder(emb, cond.reshape(batch * k, -1), slots).view(batch, k, width, -1)
+        if windows is not None:
+            hidden = place_windows(hidden, windows, n_dec)
+        hidden = hidden.reshape(batch, n_dec * width, -1)
         read = layout.read_all if include_first else layout.read_index
         if logits_to_keep and layout.offsets is None:
             read = read[:, -logits_to_keep:]
@@ -374,6 +311,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         output_router_logits: bool = False,
         routing: str | None = None,
         prefix_groups: torch.Tensor | None = None,
+        logits_needed: torch.Tensor | None = None,
         **kwargs,
     ) -> STLMOutput:
         """input_ids [B, T] -> STLMOutput. Positions come from `attention_mask` (pads get none);
@@ -393,7 +331,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         `mod.RouterOutput` per routed block (router logits, top-k mask, predictor logits).
         `prefix_groups` [B] (rows of a group share a prefix, e.g. one turn's actions): the trunk
         reads each group's shared patches once (`shared_prefix.py`, same logits at real bytes);
-        ignored with routed layers, layer dropout, exits or trunk states."""
+        ignored with routed layers, layer dropout, exits or trunk states. `logits_needed` [B, T]
+        bool: `logits` is exact only at these positions (the decoder skips windows without one)."""
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: skip the alignment gathers
         n_layers = self.config.n_layers
@@ -405,15 +344,15 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
             step, total = train_progress if train_progress is not None else (None, 1)
             drop = layer_dropout_rates(step, total, n_layers, self.config.layer_dropout)
         layout = self.patch_layout(input_ids, attention_mask)
-        patches = self.encode_layout(layout)
         routes = [] if output_router_logits else None
         if prefix_groups is not None and not (self.trunk.routers or drop or exits or output_trunk_states):
-            state, states = shared_prefix_trunk(self.trunk, layout, patches, prefix_groups), None
+            state, states = shared_prefix_trunk(self, layout, prefix_groups), None
         else:
+            patches = self.encode_layout(layout)
             state, states = self.trunk(patches, torch.arange(patches.shape[1], device=patches.device)[None],
                                        keep_states=output_trunk_states or bool(exits), drop_rates=drop,
                                        routing=routing, routes=routes)
-        logits = self.logits_from_trunk(state, layout, logits_to_keep)
+        logits = self.logits_from_trunk(state, layout, logits_to_keep, needed=logits_needed)
         exit_logits = None
         if exits:
             exit_logits = {e: logits if e == n_layers - 1 else self.logits_from_trunk(states[e], layout, logits_to_keep)

@@ -166,3 +166,33 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
         patch_ids = patch_ids.masked_fill(attention_mask == 0, -1)
     return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids,
                        enc_ngrams)
+
+
+def needed_windows(layout: PatchLayout, needed: torch.Tensor) -> torch.Tensor | None:
+    """[B, K] indices of the decoder windows that hold the logits of the `needed` positions
+    ([B, T] bool, input frame: position t predicts x[t+1]), each row's needed windows first; None
+    when every row needs all N_dec windows. Windows are independent (the decoder is causal within
+    a window only), so decoding just these gives the needed logits exactly."""
+    n_dec, width = layout.dec_ids.shape[1:]
+    needed = needed.bool()
+    if layout.offsets is not None:  # to the aligned frame: aligned[b, r] = needed[b, r + offset_b]
+        length = needed.shape[1]
+        src = torch.arange(length, device=needed.device)[None] + layout.offsets[:, None]
+        needed = needed.gather(1, src.clamp(max=length - 1)) & (src < length)
+    window = layout.read_index // width
+    want = torch.zeros(window.shape[0], n_dec, dtype=torch.long, device=window.device).scatter_add_(
+        1, window, needed.long()) > 0
+    k = max(int(want.sum(1).max()), 1) if want.numel() else n_dec
+    return None if k >= n_dec else torch.argsort((~want).int(), dim=1, stable=True)[:, :k]
+
+
+def pick_windows(x: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """x [B, N, ...] -> x[b, windows[b, k], ...] [B, K, ...]."""
+    index = windows.view(*windows.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, index)
+
+
+def place_windows(h: torch.Tensor, windows: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of `pick_windows` for h [B, K, ...]: [B, n, ...], zeros where no window was picked."""
+    index = windows.view(*windows.shape, *([1] * (h.dim() - 2))).expand_as(h)
+    return h.new_zeros(h.shape[0], n, *h.shape[2:]).scatter(1, index, h)

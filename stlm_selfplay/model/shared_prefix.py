@@ -84,12 +84,17 @@ def pack(layout: PatchLayout, groups: torch.Tensor):
     return src_t, pos_t, mask[:, None], dest
 
 
-def shared_prefix_trunk(trunk, layout: PatchLayout, patches: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Trunk states [R, N, d_model] of the rows' patches [R, N, d_model], each group's shared
-    prefix read once (module docstring). `trunk`: the model's `Trunk` (no routed layers)."""
-    n_rows, n, d = patches.shape
-    src, pos, mask, dest = (t.to(patches.device) for t in pack(layout, groups.cpu()))
-    flat = torch.cat([patches.reshape(n_rows * n, d), patches.new_zeros(1, d)])
-    state, _ = trunk(flat[src], pos, attn_mask=mask)
+def shared_prefix_trunk(model, layout: PatchLayout, groups: torch.Tensor) -> torch.Tensor:
+    """Trunk states [R, N, d_model] of the rows' patches, each group's shared prefix encoded and
+    read by the trunk once (module docstring): the local encoder runs only on the patches the
+    packed sequences read. `model`: an STLMForCausalLM whose trunk has no routed layers."""
+    n_rows, n = layout.enc_ids.shape[:2]
+    src, pos, mask, dest = (t.to(layout.enc_ids.device) for t in pack(layout, groups.cpu()))
+    used = torch.unique(src[src < n_rows * n])
+    pick = lambda t: None if t is None else t.reshape(n_rows * n, *t.shape[2:])[used][None]  # noqa: E731
+    encoded = model.encode_patches(pick(layout.enc_ids), pick(layout.enc_valid), pick(layout.enc_ngrams))[0]
+    flat = encoded.new_zeros(n_rows * n + 1, encoded.shape[-1]).index_copy(0, used, encoded)
+    state, _ = model.trunk(flat[src], pos, attn_mask=mask)
+    d = state.shape[-1]
     out = torch.cat([state.reshape(-1, d), state.new_zeros(1, d)])
     return out[dest].view(n_rows, n, d)

@@ -78,6 +78,12 @@ def turns_to_batch(
                  old_logprobs=old, advantages=advantages.float(), ref_logprobs=ref_logprobs, extras=extras)
 
 
+def action_logit_positions(batch: Batch) -> torch.Tensor:
+    """[B, T] bool: the positions whose logits score an action byte (logit t predicts byte t+1)."""
+    targets = batch.target_mask() > 0
+    return torch.cat([targets, torch.zeros_like(targets[:, :1])], dim=1)
+
+
 def prompt_batch(turns: Sequence[Turn]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of the turns' prompts, right-padded: the states V(s) reads."""
     ids, attn, _ = _pack([(t.prompt, b"") for t in turns])

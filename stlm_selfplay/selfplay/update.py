@@ -36,7 +36,7 @@ from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import _turn_log_policy, policy_logprobs
-from stlm_selfplay.selfplay.batch import prompt_batch, transcript_batch, turns_to_batch
+from stlm_selfplay.selfplay.batch import action_logit_positions, prompt_batch, transcript_batch, turns_to_batch
 from stlm_selfplay.selfplay.replay import ReplayBuffer, with_images
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.optim import lr_factor, set_lr
@@ -134,8 +134,10 @@ def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: floa
     dapo = getattr(learner.rl.options, "loss_type", "") == "dapo"
     scale = 1.0 if dapo else len(part) / turns_per_rank  # grpo, dr_grpo: the minibatch mean
     ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
-    # constrained rows: each turn's prompt patches go through the trunk once (model/shared_prefix.py)
-    shared = {"prefix_groups": batch.extras["groups"].to(device)} if "groups" in batch.extras else {}
+    # constrained rows: each turn's prompt patches go through the trunk once (model/shared_prefix.py),
+    # and the local decoder runs only on the windows of the action bytes, the only logits read
+    shared = {"prefix_groups": batch.extras["groups"].to(device),
+              "logits_needed": action_logit_positions(batch).to(device)} if "groups" in batch.extras else {}
     if learner.reference is not None:  # the KL reference (beta) or mmd's magnet
         with torch.no_grad():
             ref_out = learner.reference(ids, attention_mask=attn, **shared)

@@ -107,3 +107,38 @@ def test_routed_models_ignore_prefix_groups():
         rows = model(ids, attention_mask=attn).logits
         shared = model(ids, attention_mask=attn, prefix_groups=groups).logits
     assert torch.equal(rows, shared)
+
+
+@pytest.mark.parametrize("overrides, left_pad", [
+    (dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=32), False),
+    (dict(patch_size=2), False),
+    (dict(patch_size=4), True),
+    (dict(patch_size=2, decoder_context=False), True),
+    (dict(patching="dynamic", min_patch_size=1, max_patch_size=4), True),
+], ids=["p1-plain", "p2", "p4-left-pad", "p2-no-context-left-pad", "dynamic-left-pad"])
+def test_logits_needed_decodes_only_the_action_windows_exactly(overrides, left_pad):
+    """`logits_needed`: the decoder runs only on the windows of the needed positions; their
+    logits and the gradients of a loss that reads only them equal the full forward's."""
+    model = random_model(3, **overrides).train()
+    ids, attn, loss, groups = constrained_rows(6, seed=5)
+    if left_pad:  # the same rows, pads moved to the front (the model aligns rows itself)
+        shift = (attn == 0).sum(1)
+        ids = torch.stack([row.roll(int(k)) for row, k in zip(ids, shift)])
+        attn, loss = torch.stack([r.roll(int(k)) for r, k in zip(attn, shift)]), torch.stack(
+            [r.roll(int(k)) for r, k in zip(loss, shift)])
+    needed = torch.cat([loss[:, 1:], torch.zeros(len(ids), 1)], dim=1).bool()  # logit t predicts byte t+1
+    full_loss, full_logits = action_loss(model, ids, attn, loss, prefix_groups=groups)
+    full_loss.backward()
+    full_grad = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    part_loss, part_logits = action_loss(model, ids, attn, loss, prefix_groups=groups, logits_needed=needed)
+    part_loss.backward()
+    assert torch.allclose(part_logits[needed], full_logits[needed], atol=1e-5, rtol=1e-5)
+    assert part_loss.item() == pytest.approx(full_loss.item(), rel=1e-6)
+    for p, g in zip(model.parameters(), full_grad):
+        assert torch.allclose(p.grad, g, atol=1e-5, rtol=1e-4)
+    if overrides.get("patch_size", 1) > 1 or "patching" in overrides:  # some windows were skipped
+        layout = model.patch_layout(ids, attn)
+        from stlm_selfplay.model.patching import needed_windows
+        windows = needed_windows(layout, needed)
+        assert windows is not None and windows.shape[1] < layout.dec_ids.shape[1]

@@ -1,0 +1,85 @@
+"""The local byte modules around the trunk: the encoder that pools each patch's bytes into one
+trunk input, and the decoder that turns a trunk condition plus a window of bytes into byte states
+(`modeling.py` wires them; `patching.py` lays out their grids)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stlm_selfplay.model.config import STLMConfig
+from stlm_selfplay.model.layers import Block, rope_angles
+
+
+def local_block(config: STLMConfig) -> Block:
+    return Block(config.d_local, config.local_heads, config.local_heads, config.local_ff,
+                 qk_norm=config.qk_norm, eps=config.norm_eps, dropout=config.dropout, mlp=config.mlp)
+
+
+def maybe_linear(d_in: int, d_out: int) -> nn.Module:
+    return nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
+
+
+class LocalEncoder(nn.Module):
+    """Bytes of each patch [N, Pm] -> one vector per patch [N, d_model].
+
+        h = enc_layers(E[bytes] + pos_j)    (causal inside the patch)
+        mean:      pool(h) = sum_j v_j h_j / sum_j v_j                  (v_j = slot j holds a byte)
+        attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
+    """
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        self.pos = nn.Embedding(config.max_patch, config.d_local) if config.max_patch > 1 else None
+        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_encoder_layers))
+        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
+        self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
+        self.proj = maybe_linear(config.d_local, config.d_model)
+        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+        self.max_len = config.max_patch  # slots inside a patch
+
+    def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """h: byte embeddings [N, Pm, d_local]; valid [N, Pm] bool."""
+        if self.pos is not None:
+            h = h + self.pos.weight
+        if self.layers:
+            cos, sin = rope_angles(torch.arange(h.shape[1], device=h.device)[None], self.head_dim, self.rope_theta,
+                                   self.max_len)
+            for layer in self.layers:
+                h = layer(h, cos, sin)
+            h = self.norm(h)
+        weights = valid.to(h.dtype)
+        if self.query is not None:
+            scores = (h @ self.query.to(h.dtype)) / h.shape[-1] ** 0.5
+            weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
+        else:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
+        return self.proj((weights.unsqueeze(-1) * h).sum(1))
+
+
+class LocalDecoder(nn.Module):
+    """Windows of byte ids [N, W] + one condition per window [N, d_model] -> hidden [N, W, d_local]
+    (W = config.dec_window: previous + current patch, or the current patch only).
+
+        h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
+    Without decoder layers (the plain-GPT case) h = W_c c.
+    """
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        self.start = nn.Parameter(torch.zeros(config.d_model))
+        self.cond_proj = maybe_linear(config.d_model, config.d_local)
+        self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
+        self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
+        self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
+        self.max_len = config.dec_window  # window slots
+
+    def forward(self, emb, cond, slots, caches=None, step=None):
+        """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
+        if not self.layers:
+            return cond.unsqueeze(1).expand(-1, emb.shape[1], -1)
+        h = emb + cond.unsqueeze(1)
+        cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, None if caches is None else caches[i], step)
+        return self.norm(h)
