@@ -27,26 +27,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
 from stlm_selfplay.envs.evaluation import rate_from_probabilities, tictactoe_positions
-from stlm_selfplay.envs.formats import format_prompt
-from stlm_selfplay.envs.tictactoe import solve
+from stlm_selfplay.envs.tictactoe import TicTacToe, solve
 from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.model.config import load_preset
 from stlm_selfplay.model.tokenizer import PAD_ID
 from stlm_selfplay.selfplay.evaluate import tictactoe_optimal_rate
+from stlm_selfplay.selfplay.policies import RolloutRandom
+from stlm_selfplay.selfplay.search import SearchConfig, random_evaluator, search, visit_distribution
 
 # The 8 symmetries of the 3x3 board as cell permutations: new_board[i] = board[perm[i]].
 _ROT = (6, 3, 0, 7, 4, 1, 8, 5, 2)
@@ -73,7 +73,10 @@ class Variant:
     model: dict | None = None
     lr: float = 2e-3
     batch: int = 64
-    target: str = "optimal"  # optimal | value
+    target: str = "optimal"  # optimal | value | search (uniform-prior MCTS visit shares, `search_sims`)
+    search_sims: int = 256  # target "search": simulations per position (random play-outs, no root noise)
+    positions: str = "all"  # all: uniform over the 4,520 | selfplay: as often as the search teacher's
+    #                         own games reach them (`selfplay_weights`), the replay recipe's data
     beta: float = 3.0  # value target sharpness
     augment: str = "none"  # none | sym
     curriculum: str = "none"  # none | endgame
@@ -93,6 +96,9 @@ VARIANTS = {
     "board_last": Variant("board_last", prompt="board_last"),
     # probe: the same plain P=1 trunk read by a fresh 9-way linear head (PyTorch's default init,
     # with bias) on the final-norm trunk state at the last real byte, instead of the byte head
+    # the model bench_selfplay pretrains (P=2, 0.6M) at logit_scale 10, as the self-play recipes use it
+    "bench": Variant("bench", lr=1e-3, model=dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=344,
+                                                  d_local=64, local_heads=2, patch_size=2, logit_scale=10)),
     "p1_linear": Variant("p1_linear", lr=1e-3, head="linear",
                          model=dict(patch_size=1, d_model=128, d_local=128, n_local_encoder_layers=0,
                                     n_local_decoder_layers=0, n_layers=4, d_ff=344)),
@@ -144,9 +150,52 @@ def digit_logits(model, ids, mask, head=None) -> torch.Tensor:
     return head(model.trunk.norm(state)).float()
 
 
+@lru_cache(maxsize=4)
+def search_targets(simulations: int, seed: int = 0) -> dict[str, tuple[float, ...]]:
+    """{board: the 9 cells' root visit shares} of a uniform-prior PUCT search with one random
+    play-out per leaf and no root noise (the replay recipe's teacher), for all 4,520 positions."""
+    positions = tictactoe_positions()
+    cfg = SearchConfig(simulations=simulations, dirichlet_epsilon=0.0, playouts=1)
+    roots = search([p.game for p in positions], random_evaluator(1), cfg, RolloutRandom(seed))
+    out = {}
+    for p, node in zip(positions, roots):
+        cells = [0.0] * 9
+        for action, share in zip(node.actions, visit_distribution(node)):
+            cells[int(action)] = share
+        out[board_of(p.game)] = tuple(cells)
+    return out
+
+
+def selfplay_weights(boards: list[str], teacher: dict, games: int = 4000, random_share: float = 0.3,
+                     sampled_moves: int = 4, seed: int = 0) -> list[float]:
+    """How often each board is a teacher's turn in `games` games where the teacher plays itself,
+    or (a `random_share` of the games) one seat is a uniform random player: the teacher's move is
+    drawn from its visit shares for the first `sampled_moves` moves, then its most-visited cell
+    (the replay recipe's temperature schedule). Turns of the random seat are not counted."""
+    rng, index, counts = random.Random(seed), {b: i for i, b in enumerate(boards)}, [0.0] * len(boards)
+    for _ in range(games):
+        game, random_seat = TicTacToe.from_history([]), rng.randrange(2) if rng.random() < random_share else -1
+        while not game.done:
+            board = board_of(game)
+            legal = [int(a) for a in game.legal_actions()]
+            if game.current_player == random_seat:
+                cell = rng.choice(legal)
+            else:
+                counts[index[board]] += 1
+                shares = [teacher[board][c] for c in legal]
+                cell = (rng.choices(legal, weights=shares)[0] if 9 - len(legal) < sampled_moves
+                        else legal[max(range(len(legal)), key=shares.__getitem__)])
+            game.step(str(cell))
+    return counts
+
+
 def make_targets(boards: list[str], variant: Variant) -> torch.Tensor:
-    """[B, 9] target weights: optimal-set indicator, or q = softmax(beta v) over legal moves."""
+    """[B, 9] target weights: optimal-set indicator, q = softmax(beta v) over legal moves, or the
+    search teacher's visit shares."""
     out = torch.zeros(len(boards), 9)
+    if variant.target == "search":
+        teacher = search_targets(variant.search_sims)
+        return torch.tensor([teacher[b] for b in boards])
     for r, b in enumerate(boards):
         values = child_values(b)
         if variant.target == "value":
@@ -161,7 +210,7 @@ def make_targets(boards: list[str], variant: Variant) -> torch.Tensor:
 
 def loss_fn(z, legal, target, variant: Variant) -> torch.Tensor:
     logp = torch.log_softmax(z.masked_fill(~legal, -1e9), dim=-1)
-    if variant.target == "value":
+    if variant.target in ("value", "search"):
         return -(target * logp.masked_fill(~legal, 0.0)).sum(-1).mean()
     return -torch.logsumexp(logp.masked_fill(target == 0, -1e9), dim=-1).mean()
 
@@ -206,6 +255,7 @@ def run_variant(variant: Variant, seconds: float, seed: int, eval_every: float, 
     boards = [board_of(p.game) for p in positions]
     empties = [b.count(".") for b in boards]
     all_ids, all_mask, all_legal = encode(boards, variant.prompt)
+    reached = selfplay_weights(boards, search_targets(variant.search_sims)) if variant.positions == "selfplay" else None
     curve, step, train_time, next_eval = [], 0, 0.0, 0.0
     start0 = time.process_time()
     def done() -> bool:
@@ -227,7 +277,10 @@ def run_variant(variant: Variant, seconds: float, seed: int, eval_every: float, 
             pool = [i for i, e in enumerate(empties) if e <= cap]
         else:
             pool = range(len(boards))
-        batch = [boards[rng.choice(pool)] for _ in range(variant.batch)]
+        if reached is None:
+            batch = [boards[rng.choice(pool)] for _ in range(variant.batch)]
+        else:
+            batch = [boards[i] for i in rng.choices(pool, weights=[reached[i] for i in pool], k=variant.batch)]
         if variant.augment == "sym":
             batch = ["".join(b[p[i]] for i in range(9)) for b in batch for p in [rng.choice(SYMMETRIES)]]
         ids, mask, legal = encode(batch, variant.prompt)
