@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,17 @@ def test_selfplay_with_replay_and_symmetries_trains_on_buffer_draws_and_resumes_
     assert _rows(tmp_path / "split" / "metrics.jsonl") == whole
     a, b = (load_model(latest_checkpoint(tmp_path / n)).state_dict() for n in ("whole", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_replay_recipe_loads_and_passes_the_checks():
+    """configs/selfplay/tictactoe-replay.yaml (the recipe that meets issue 13's tic-tac-toe floors,
+    benchmarks/RESULTS.md): a fixed uniform-prior teacher, symmetries, replay, a cosine lr."""
+    from stlm_selfplay.config import load_config
+    from stlm_selfplay.selfplay.config import check_selfplay, steps_per_update
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-replay.yaml"))
+    sp = cfg.selfplay
+    assert sp.search.prior == "uniform" and sp.search.simulations == 256 and sp.search.symmetries
+    assert sp.replay.capacity == 30000 and steps_per_update(sp) == 32 and sp.lr_schedule == "cosine"
+    assert sp.updates * sp.games_per_update == 6400
+    check_selfplay(sp, value_head=False)
