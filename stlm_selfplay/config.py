@@ -25,8 +25,7 @@ from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, as_user_error, closest
 from stlm_selfplay.options import check_choices, option
 from stlm_selfplay.runs import STAGES
-from stlm_selfplay.selfplay.config import (ACTION_MODES, SELFPLAY_ONLY, EvalConfig, SelfPlayConfig, check_unread,
-                                           evaluation_defaults)
+from stlm_selfplay.selfplay.config import SELFPLAY_ONLY, EvalConfig, SelfPlayConfig, check_unread, evaluation_defaults
 from stlm_selfplay.train.optim import LR_SCHEDULES
 
 
@@ -212,9 +211,6 @@ def _check(cfg: RootConfig) -> None:
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise UserError(f"config key 'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
     check_unread(cfg.evaluation, evaluation_defaults(), SELFPLAY_ONLY, "evaluation", "selfplay.eval")
-    if cfg.evaluation.mode and cfg.evaluation.mode not in ACTION_MODES:
-        raise UserError(f"config key 'evaluation.mode' must be one of {', '.join(ACTION_MODES)} or empty, "
-                        f"got '{cfg.evaluation.mode}'{closest(cfg.evaluation.mode, ACTION_MODES)}")
     if len(cfg.optimizer.betas) != 2:
         raise UserError(f"config key 'optimizer.betas' must be two numbers, got {cfg.optimizer.betas}")
     if cfg.data.seq_len < 2:
