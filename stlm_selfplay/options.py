@@ -97,7 +97,10 @@ def _dataclass_of(annotation: Any) -> type | None:
 def schema_options(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
     """(dotted key, field) of every option of a schema class, nested sections included (the items
     of a list of sections as `key[]`)."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # an annotation naming what only type checkers import (transformers' config fields)
+        hints = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         yield key, f

@@ -119,3 +119,67 @@ def test_print_config_prints_the_comments(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  # peak AdamW learning rate (the schedule scales it)\n  lr: 0.5\n" in out
     assert yaml.safe_load(out)["run"]["name"] == "x"
+
+
+def _schemas():
+    """(name, schema class) of every config schema: the root config (with every nested section),
+    each registered objective's options and the model's fields."""
+    from stlm_selfplay.model.config import STLMConfig
+
+    return [("root", RootConfig), ("model", STLMConfig)] + [(f"objective {n}", c.Options) for n, c in OBJECTIVES.items()]
+
+
+def test_every_option_of_every_schema_has_a_help_text():
+    from stlm_selfplay.model.config import CONFIG_FIELDS
+
+    undocumented, count = [], 0
+    for name, cls in _schemas():
+        for key, f in schema_options(cls):
+            if name == "model" and key not in CONFIG_FIELDS:
+                continue  # transformers' own PreTrainedConfig fields
+            count += 1
+            if not option_help(f):
+                undocumented.append(f"{name}: {key}")
+    assert count > 200 and not undocumented, undocumented
+
+
+def _set(cfg, key: str, value) -> None:
+    """Set a dotted key (`a.b[].c`: the first item of list `b`) on a config object."""
+    *path, last = key.split(".")
+    for part in path:
+        cfg = getattr(cfg, part.removesuffix("[]"))
+        if part.endswith("[]"):
+            cfg = cfg[0]
+    setattr(cfg, last, value)
+
+
+def test_every_selfplay_choice_option_refuses_other_values_in_one_line():
+    from stlm_selfplay.selfplay.config import check_selfplay
+
+    keys = [(key, option_choices(f)) for key, f in schema_options(RootConfig)
+            if option_choices(f) is not None and key.startswith("selfplay.")]
+    assert {"selfplay.stages[].mode", "selfplay.pool.sampling", "selfplay.lr_schedule", "selfplay.eval.mode",
+            "selfplay.search.prior"} <= {k for k, _ in keys}
+    for key, choices in keys:
+        cfg = load_config(None)
+        _set(cfg, key, "bogus_choice")
+        with pytest.raises(UserError) as err:
+            check_selfplay(cfg.selfplay)
+        text = str(err.value)
+        assert text.startswith(f"config key '{key.replace('[]', '[0]')}' must be one of ") and "\n" not in text
+        assert all(str(c) in text for c in choices if c), text
+
+
+def test_every_model_choice_option_refuses_other_values_in_one_line():
+    from stlm_selfplay.config import build_model_config
+    from stlm_selfplay.model.config import STLMConfig
+
+    found = [f for f in dataclasses.fields(STLMConfig) if option_choices(f) is not None]
+    assert {f.name for f in found} == {"patching", "pooling", "mlp", "mod_routing"}
+    for f in found:
+        cfg = load_config(None, [f"model.overrides.{f.name}=bogus_choice"])
+        with pytest.raises(UserError) as err:
+            build_model_config(cfg.model)
+        text = str(err.value)
+        assert f"STLMConfig.{f.name}='bogus_choice' is invalid; allowed: " in text and "\n" not in text
+        assert all(c in text for c in option_choices(f)), text
