@@ -49,7 +49,7 @@ class RunConfig:
 
 @dataclass
 class ModelSection:
-    preset: str = option("tiny", "a preset name (tiny, stlm-10m, ...: configs/model/) or a model YAML path")
+    preset: str = option("tiny", "a preset name (micro, tiny, stlm-10m, ...: configs/model/) or a model YAML path")
     overrides: Dict[str, Any] = option({}, "STLMConfig fields replacing the preset's, e.g. {n_layers: 2}")
 
 

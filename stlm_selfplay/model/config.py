@@ -205,7 +205,7 @@ def preset_path(name_or_path: str) -> Path:
 
 
 def load_preset(name_or_path: str, **overrides) -> STLMConfig:
-    """`tiny`, `stlm-10m`, `stlm-50m`, `stlm-100m` or a YAML path -> STLMConfig (overrides last)."""
+    """`micro`, `tiny`, `stlm-10m`, `stlm-50m`, `stlm-100m` or a YAML path -> STLMConfig (overrides last)."""
     path = preset_path(str(name_or_path))
     try:
         values = yaml.safe_load(path.read_text()) or {}
