@@ -123,10 +123,12 @@ def test_print_config_prints_the_comments(tmp_path, capsys):
 
 def _schemas():
     """(name, schema class) of every config schema: the root config (with every nested section),
-    each registered objective's options and the model's fields."""
+    each registered objective's options, the model's fields and the compare file's keys."""
+    from stlm_selfplay.compare.spec import CompareFile
     from stlm_selfplay.model.config import STLMConfig
 
-    return [("root", RootConfig), ("model", STLMConfig)] + [(f"objective {n}", c.Options) for n, c in OBJECTIVES.items()]
+    return [("root", RootConfig), ("model", STLMConfig), ("compare", CompareFile)] + \
+        [(f"objective {n}", c.Options) for n, c in OBJECTIVES.items()]
 
 
 def test_every_option_of_every_schema_has_a_help_text():
