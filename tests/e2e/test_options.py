@@ -123,12 +123,15 @@ def test_print_config_prints_the_comments(tmp_path, capsys):
 
 def _schemas():
     """(name, schema class) of every config schema: the root config (with every nested section),
-    each registered objective's options, the model's fields and the compare file's keys."""
+    each registered objective's options, each advantage estimator's options, the model's fields
+    and the compare file's keys."""
     from stlm_selfplay.compare.spec import CompareFile
     from stlm_selfplay.model.config import STLMConfig
+    from stlm_selfplay.selfplay.advantages import ESTIMATORS
 
     return [("root", RootConfig), ("model", STLMConfig), ("compare", CompareFile)] + \
-        [(f"objective {n}", c.Options) for n, c in OBJECTIVES.items()]
+        [(f"objective {n}", c.Options) for n, c in OBJECTIVES.items()] + \
+        [(f"advantage estimator {n}", c) for n, c in ESTIMATORS.items()]
 
 
 def test_every_option_of_every_schema_has_a_help_text():
@@ -137,8 +140,8 @@ def test_every_option_of_every_schema_has_a_help_text():
     undocumented, count = [], 0
     for name, cls in _schemas():
         for key, f in schema_options(cls):
-            if name == "model" and key not in CONFIG_FIELDS:
-                continue  # transformers' own PreTrainedConfig fields
+            if (name == "model" and key not in CONFIG_FIELDS) or not f.init:
+                continue  # transformers' own PreTrainedConfig fields; state that is not an option (init=False)
             count += 1
             if not option_help(f):
                 undocumented.append(f"{name}: {key}")
