@@ -68,14 +68,14 @@ def choice_error(label: str, value: Any, choices: Iterable[str]) -> UserError:
 def check_choices(cfg: Any, prefix: str = "", skip: Iterable[str] = (), label: str = "config key '{}'") -> None:
     """`choice_error` for the first option of `cfg` (a dataclass instance; nested dataclasses and
     lists of them walked too, except the fields named in `skip`) whose value is not one of its
-    choices. `label` formats the dotted key (`prefix` + name) for the message."""
+    choices. The message names the dotted key (`prefix` + name) where `label` has `{}`."""
     for f in dataclasses.fields(cfg):
         if f.name in skip:
             continue
         value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
         choices = option_choices(f)
         if choices is not None and value not in choices:
-            raise choice_error(label.format(key), value, choices)
+            raise choice_error(label.replace("{}", key, 1), value, choices)
         if dataclasses.is_dataclass(value):
             check_choices(value, key + ".", label=label)
         elif isinstance(value, (list, tuple)):
