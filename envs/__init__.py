@@ -14,7 +14,7 @@ from stlm_selfplay.envs.registry import GAMES, PLAYERS, from_history, list_games
 from stlm_selfplay.envs import players, tictactoe, connect_four, nim, kuhn_poker, simple_negotiation  # noqa: E402,F401
 from stlm_selfplay.envs.base import Game, IllegalRule, StepResult
 from stlm_selfplay.envs.formats import format_action, format_outcome, format_prompt, format_turn, parse_action
-from stlm_selfplay.envs.players import Episode, Player, play_game
+from stlm_selfplay.envs.players import GameRecord, Move, Player, play_game
 from stlm_selfplay.envs.gym_env import register_gym_envs
 
 register_gym_envs()
@@ -22,7 +22,7 @@ register_gym_envs()
 list = list_games  # noqa: A001 - `envs.list()` as the issue names it; shadows the builtin here only
 
 __all__ = [
-    "Game", "IllegalRule", "StepResult", "Episode", "Player", "play_game", "make", "make_player", "from_history",
+    "Game", "IllegalRule", "StepResult", "GameRecord", "Move", "Player", "play_game", "make", "make_player", "from_history",
     "list_games", "list_players", "list", "GAMES", "PLAYERS",
     "format_prompt", "format_action", "format_outcome", "format_turn", "parse_action",
 ]

@@ -5,6 +5,10 @@ text to pass to `game.step` (scripted players return a legal action string, a mo
 return raw model text). Where it can, a player also gives `policy(game) -> {action: prob}` (the
 exact evaluators use it). A player reads only what its seat may see (its own cards and values,
 the public history), even though it is handed the whole game object.
+
+Vocabulary: `play_game` returns a `GameRecord` of `Move`s (any player, scripted or a model
+wrapper, one game at a time). Self-play's batched rollouts have their own, richer records:
+`selfplay.rollout.Episode` and its `Turn`s (a model policy's moves, the unit RL trains on).
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ class RandomPlayer(Player):
         return legal[rng.randrange(len(legal))]
 
 
-class Turn(NamedTuple):
+class Move(NamedTuple):
+    """One move of a played game."""
+
     player: int
     prompt: str | None  # what the player was shown (None when not recorded)
     text: str | bytes  # what it wrote
@@ -67,11 +73,11 @@ class Turn(NamedTuple):
 
 
 @dataclass
-class Episode:
-    """One finished game: its turns, final payoffs and outcome, illegal actions per seat."""
+class GameRecord:
+    """One finished game: the game (its final payoffs and outcome) and its moves in order."""
 
     game: Game
-    turns: list[Turn] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
 
     @property
     def rewards(self) -> tuple[float, ...]:
@@ -79,7 +85,7 @@ class Episode:
 
     def transcript(self, style: str = "compact") -> str:
         """The game as the rollouts showed it: one `prompt + [action]` line per turn, then the outcome."""
-        lines = [format_turn(t.prompt or "", _as_text(t.text)) for t in self.turns]
+        lines = [format_turn(m.prompt or "", _as_text(m.text)) for m in self.moves]
         return "".join(lines) + format_outcome(self.game, style) + "\n"
 
 
@@ -90,16 +96,17 @@ def _as_text(text: str | bytes) -> str:
     return text if text.startswith("[") else format_action(text)
 
 
-def play_game(game: Game, players: Sequence[Player], rngs: Sequence[random.Random], *, style: str | None = None) -> Episode:
+def play_game(game: Game, players: Sequence[Player], rngs: Sequence[random.Random], *,
+              style: str | None = None) -> GameRecord:
     """Play `game` (already reset) to the end; seat i is `players[i]`, drawing from `rngs[i]`.
 
-    With `style` set, each turn records the prompt its player saw (for transcripts).
+    With `style` set, each move records the prompt its player saw (for transcripts).
     """
-    episode = Episode(game)
-    record, step, acts = episode.turns.append, game.step, [p.act for p in players]
+    played = GameRecord(game)
+    record, step, acts = played.moves.append, game.step, [p.act for p in players]
     while not game.done:
         seat = game.current_player
         prompt = format_prompt(game, seat, style) if style else None
         text = acts[seat](game, rngs[seat])
-        record(Turn(seat, prompt, text, step(text)))
-    return episode
+        record(Move(seat, prompt, text, step(text)))
+    return played

@@ -4,8 +4,8 @@
         ...
 
 Each document is one game: a `prompt + [action]` line per turn, then the outcome line (see
-`formats`). Episode i picks its game by weight (from a generator seeded by `seed`); the seats
-rotate, so seat s of episode i gets `players[(s + i) % len(players)]`; the game and each seat draw
+`formats`). Transcript i picks its game by weight (from a generator seeded by `seed`); the seats
+rotate, so seat s of transcript i gets `players[(s + i) % len(players)]`; the game and each seat draw
 from generators seeded by (seed, i). Same arguments, same documents, on any machine.
 """
 

@@ -2,7 +2,8 @@
 
 An objective is called with the model's `STLMOutput` and a `Batch` and returns
 `ObjectiveOutput(loss, metrics)`. Options are a dataclass (`Options`) declared on the class,
-each field documented where it is declared; unknown or mistyped options are user errors.
+each field an `option(default, help, choices=...)` (stlm_selfplay/options.py); unknown or
+mistyped options, and values outside an option's choices, are user errors.
 
 Alignment convention (HF causal LM): `output.logits[:, t]` is the distribution of
 `input_ids[:, t + 1]`. `loss_mask[:, t]` is aligned with `input_ids`: 1 where byte t is a
@@ -17,6 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from stlm_selfplay.options import check_choices
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Objective(nn.Module):
     def __init__(self, options: "Objective.Options | None" = None):
         super().__init__()
         self.options = options if options is not None else self.Options()
+        check_choices(self.options, label=f"objective '{self.name}': {{}}")
 
     def model_kwargs(self, batch: Batch) -> dict[str, Any]:
         """Extra keyword arguments for the model's forward (e.g. which exits to compute)."""

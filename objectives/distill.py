@@ -32,6 +32,7 @@ from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.ce import NUM_BYTES, byte_target_mask
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -119,14 +120,13 @@ class Distill(Objective):
 
     @dataclass
     class Options:
-        teacher: str = ""  # STLM run / checkpoint folder, or an HF causal LM with a byte vocabulary
-        loss: str = "forward_kl"  # forward_kl | reverse_kl | jsd (generalized JSD, GKD)
-        beta: float = 0.5  # jsd only: mixture weight of the teacher, 0 < beta < 1
-        temperature: float = 1.0  # softens both distributions; the loss is scaled by temperature^2
+        teacher: str = option("", "STLM run / checkpoint folder, or an HF causal LM with a byte vocabulary")
+        loss: str = option("forward_kl", "the divergence: forward_kl, reverse_kl or jsd (generalized JSD, GKD)",
+                           choices=LOSSES)
+        beta: float = option(0.5, "jsd only: mixture weight of the teacher, 0 < beta < 1")
+        temperature: float = option(1.0, "softens both distributions; the loss is scaled by temperature^2")
 
         def __post_init__(self):
-            if self.loss not in LOSSES:
-                raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
             if not 0.0 < self.beta < 1.0:
                 raise ValueError(f"beta must be in (0, 1), got {self.beta}")
             if self.temperature <= 0:

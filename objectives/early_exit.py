@@ -41,6 +41,7 @@ from stlm_selfplay.model.modeling import layer_dropout_rates as model_layer_drop
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.ce import bits_per_byte, byte_target_mask, token_nll
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 SCALES = {
     "uniform": lambda n: 1.0,
@@ -116,15 +117,12 @@ class EarlyExit(Objective):
 
     @dataclass
     class Options:
-        scale: str = "sum_l"  # exit weight f(l): uniform | linear_l | sum_l | sqrt_l | inv_l
-        e_scale: float = 1.0  # extra factor on every non-final exit's weight (LayerSkip's e_scale)
-        curriculum: str = "none"  # which exits are on at step t: none | rotational | gradual
+        scale: str = option("sum_l", "exit weight f(l) of layer l (the module docstring)", choices=SCALES)
+        e_scale: float = option(1.0, "extra factor on every non-final exit's weight (LayerSkip's e_scale)")
+        curriculum: str = option("none", "which exits are on at step t: none (all), rotational or gradual",
+                                 choices=CURRICULA)
 
         def __post_init__(self):
-            if self.scale not in SCALES:
-                raise ValueError(f"scale must be one of {', '.join(SCALES)}, got '{self.scale}'")
-            if self.curriculum not in CURRICULA:
-                raise ValueError(f"curriculum must be one of {', '.join(CURRICULA)}, got '{self.curriculum}'")
             if self.e_scale < 0:
                 raise ValueError(f"e_scale must be >= 0, got {self.e_scale}")
 

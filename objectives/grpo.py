@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.ppo import PPO
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 
 @register("grpo")
@@ -29,8 +30,8 @@ class GRPO(PPO):
 
     @dataclass
     class Options(PPO.Options):
-        delta: float | None = None  # upper bound on the unclipped ratio (two-sided clipping,
-        #                             INTELLECT-2); None = standard clipping; use > 1 + epsilon
+        delta: float | None = option(None, "upper bound on the unclipped ratio (two-sided clipping, INTELLECT-2); "
+                                     "None = standard clipping; use > 1 + epsilon")
 
         def __post_init__(self):
             super().__post_init__()

@@ -59,11 +59,12 @@ from dataclasses import dataclass
 
 import torch
 
-from stlm_selfplay.errors import UserError, unknown_name
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
 from stlm_selfplay.objectives.rl import (PolicyGradientObjective, RLOptions, _turn_log_policy, clipped_surrogate,
                                          policy_entropy, reduce_loss)
+from stlm_selfplay.options import option
 
 MAGNETS = ("policy", "uniform")
 SURROGATES = ("pg", "ppo")
@@ -97,24 +98,21 @@ class MMD(PolicyGradientObjective):
 
     @dataclass
     class Options(RLOptions):
-        alpha: float = 0.1  # weight of KL(pi || magnet) per turn (MMD's regularisation temperature)
-        alpha_final: float = 0.0  # alpha after alpha_decay_steps (only when alpha_decay_steps > 0)
-        alpha_decay_steps: int = 0  # > 0: anneal alpha linearly to alpha_final over this many optimizer steps
-        magnet: str = "policy"  # policy (a frozen copy of the learner, moved by magnet_every/magnet_rate) |
-        #                         uniform (1 / legal actions: alpha KL is an entropy bonus; no model kept)
-        magnet_every: int = 10  # updates between magnet moves; 0 = the magnet stays the initial policy
-        magnet_rate: float = 1.0  # each move: theta_rho <- (1 - rate) theta_rho + rate theta (1 = copy)
-        prox_coef: float = 0.0  # weight of KL(pi || pi_behaviour) per turn (MMD's 1 / eta); only acts
-        #                         when an update takes several optimizer steps (ppo_epochs, minibatches)
-        surrogate: str = "pg"  # pg (-A log pi(a)) | ppo (clipped ratio pi(a) / pi_behaviour(a))
-        epsilon: float = 0.2  # ppo surrogate's clip range
+        alpha: float = option(0.1, "weight of KL(pi || magnet) per turn (MMD's regularisation temperature)")
+        alpha_final: float = option(0.0, "alpha after alpha_decay_steps (only when alpha_decay_steps > 0)")
+        alpha_decay_steps: int = option(0, "> 0: anneal alpha linearly to alpha_final over this many optimizer steps")
+        magnet: str = option("policy", "policy (a frozen copy of the learner, moved by magnet_every/magnet_rate) or "
+                             "uniform (1 / legal actions: alpha KL is an entropy bonus; no model kept)", choices=MAGNETS)
+        magnet_every: int = option(10, "updates between magnet moves; 0 = the magnet stays the initial policy")
+        magnet_rate: float = option(1.0, "each move: theta_rho <- (1 - rate) theta_rho + rate theta (1 = copy)")
+        prox_coef: float = option(0.0, "weight of KL(pi || pi_behaviour) per turn (MMD's 1 / eta); only acts when an "
+                                  "update takes several optimizer steps (ppo_epochs, minibatches)")
+        surrogate: str = option("pg", "pg (-A log pi(a)) or ppo (clipped ratio pi(a) / pi_behaviour(a))",
+                                choices=SURROGATES)
+        epsilon: float = option(0.2, "ppo surrogate's clip range")
 
         def __post_init__(self):
             super().__post_init__()
-            if self.magnet not in MAGNETS:
-                raise unknown_name("mmd magnet", self.magnet, MAGNETS)
-            if self.surrogate not in SURROGATES:
-                raise unknown_name("mmd surrogate", self.surrogate, SURROGATES)
             if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every) < 0:
                 raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps and magnet_every "
                                 "must be >= 0")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 
 def bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -47,8 +48,9 @@ class MixtureOfDepths(Objective):
 
     @dataclass
     class Options:
-        router_weight: float = 1.0  # a: weight of BCE(router logits, top-k); makes z > 0 the causal rule
-        predictor_weight: float = 1.0  # b: weight of BCE(predictor logits, top-k) when the model has a predictor
+        router_weight: float = option(1.0, "a: weight of BCE(router logits, top-k); makes z > 0 the causal rule")
+        predictor_weight: float = option(1.0, "b: weight of BCE(predictor logits, top-k) when the model has a "
+                                         "predictor")
 
         def __post_init__(self):
             if self.router_weight < 0 or self.predictor_weight < 0:

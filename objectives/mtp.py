@@ -23,6 +23,7 @@ from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.ce import bits_per_byte, byte_target_mask, token_nll
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 ANNEALS = ("none", "linear", "cosine")
 
@@ -39,11 +40,8 @@ class MultiBytePrediction(Objective):
 
     @dataclass
     class Options:
-        anneal: str = "none"  # weight of the extra heads over training: none | linear | cosine (to 0 at the end)
-
-        def __post_init__(self):
-            if self.anneal not in ANNEALS:
-                raise ValueError(f"anneal must be one of {', '.join(ANNEALS)}, got '{self.anneal}'")
+        anneal: str = option("none", "weight of the extra heads over training: none (constant), or linear or "
+                             "cosine to 0 at the end", choices=ANNEALS)
 
     def model_kwargs(self, batch: Batch) -> dict:
         return {"output_mtp_logits": True}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.registry import register
 from stlm_selfplay.objectives.rl import PolicyGradientObjective, RLOptions, clipped_surrogate
+from stlm_selfplay.options import option
 
 
 @register("ppo")
@@ -27,9 +28,9 @@ class PPO(PolicyGradientObjective):
 
     @dataclass
     class Options(RLOptions):
-        epsilon: float = 0.2  # lower clip range: ratios below 1 - epsilon stop pushing down
-        epsilon_high: float | None = None  # upper clip range (None = epsilon); DAPO's clip-higher
-        #                                     uses 0.28 to keep exploration alive
+        epsilon: float = option(0.2, "lower clip range: ratios below 1 - epsilon stop pushing down")
+        epsilon_high: float | None = option(None, "upper clip range (None = epsilon); DAPO's clip-higher uses 0.28 to "
+                                            "keep exploration alive")
 
         def __post_init__(self):
             super().__post_init__()

@@ -57,9 +57,10 @@ from typing import ClassVar
 
 import torch
 
-from stlm_selfplay.errors import UserError, unknown_name
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.ce import token_nll
+from stlm_selfplay.options import option
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 
@@ -191,20 +192,20 @@ def clipped_surrogate(ratio, adv, epsilon_low: float, epsilon_high: float, delta
 
 @dataclass
 class RLOptions:
-    loss_type: str = "dapo"  # reduction over action tokens: grpo (mean per sequence, then over
-    #                          sequences) | dr_grpo (sum / (N * max_completion_length)) | dapo
-    #                          (sum / action tokens in the update; TRL's default)
-    max_completion_length: int = 0  # dr_grpo's constant row length; 0 = extras['max_action_len']
-    #                                 if given, else the log-prob width (T-1, or 1 if constrained)
-    beta: float = 0.0  # weight of the KL(pi || pi_ref) penalty (k3, per token; needs ref_logprobs);
-    #                    0 = no reference policy needed
-    kl_ratio_weight: bool = True  # multiply the per-token KL by pi/pi_old so its gradient is the
-    #                               unbiased reverse-KL gradient (TRL's use_bias_correction_kl)
-    entropy_coef: float = 0.0  # entropy bonus: loss -= entropy_coef * mean entropy over action
-    #                            tokens (constrained: entropy over the legal actions of each turn)
-    entropy_decay_steps: int = 0  # > 0: anneal the bonus linearly from entropy_coef to
-    #                               entropy_coef_final over this many optimizer steps (then hold)
-    entropy_coef_final: float = 0.0  # the bonus after entropy_decay_steps (only when > 0)
+    loss_type: str = option("dapo", "reduction over action tokens: grpo (mean per sequence, then over sequences), "
+                            "dr_grpo (sum / (N * max_completion_length)) or dapo (sum / action tokens in the update; "
+                            "TRL's default)", choices=LOSS_TYPES)
+    max_completion_length: int = option(0, "dr_grpo's constant row length; 0 = extras['max_action_len'] if given, "
+                                        "else the log-prob width (T-1, or 1 if constrained)")
+    beta: float = option(0.0, "weight of the KL(pi || pi_ref) penalty (k3, per token; needs ref_logprobs); 0 = no "
+                         "reference policy needed")
+    kl_ratio_weight: bool = option(True, "multiply the per-token KL by pi/pi_old so its gradient is the unbiased "
+                                   "reverse-KL gradient (TRL's use_bias_correction_kl)")
+    entropy_coef: float = option(0.0, "entropy bonus: loss -= entropy_coef * mean entropy over action tokens "
+                                 "(constrained: entropy over the legal actions of each turn)")
+    entropy_decay_steps: int = option(0, "> 0: anneal the bonus linearly from entropy_coef to entropy_coef_final over "
+                                      "this many optimizer steps (then hold)")
+    entropy_coef_final: float = option(0.0, "the bonus after entropy_decay_steps (only when > 0)")
 
     def entropy_weight(self, step: int) -> float:
         """c(step) of the module docstring."""
@@ -214,8 +215,6 @@ class RLOptions:
         return self.entropy_coef_final + (self.entropy_coef - self.entropy_coef_final) * left
 
     def __post_init__(self):
-        if self.loss_type not in LOSS_TYPES:
-            raise unknown_name("loss_type", self.loss_type, LOSS_TYPES)
         if self.beta < 0 or self.max_completion_length < 0 or self.entropy_decay_steps < 0:
             raise UserError("RL options beta, max_completion_length and entropy_decay_steps must be >= 0")
 

@@ -24,6 +24,7 @@ import torch
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 
 def clipped_value_loss(values, returns, old_values=None, epsilon: float | None = 0.2):
@@ -49,7 +50,8 @@ class Value(Objective):
 
     @dataclass
     class Options:
-        epsilon: float | None = 0.2  # clip range of V - V_old (PPO, CleanRL's clip_vloss); <= 0 or None = unclipped
+        epsilon: float | None = option(0.2, "clip range of V - V_old (PPO, CleanRL's clip_vloss); <= 0 or None = "
+                                       "unclipped")
 
     def forward(self, output, batch: Batch) -> ObjectiveOutput:
         if "values" not in batch.extras or "returns" not in batch.extras:

@@ -14,6 +14,7 @@ import torch
 
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 
 @register("z_loss")
@@ -22,7 +23,7 @@ class ZLoss(Objective):
 
     @dataclass
     class Options:
-        coef: float = 1e-4  # PaLM's coefficient; the objective's `weight` multiplies it again
+        coef: float = option(1e-4, "PaLM's coefficient; the objective's `weight` multiplies it again")
 
         def __post_init__(self):
             if self.coef < 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -23,128 +23,124 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from stlm_selfplay.bundled import config_file
 from stlm_selfplay.errors import UserError, as_user_error, closest
+from stlm_selfplay.options import check_choices, option
 from stlm_selfplay.runs import STAGES
-from stlm_selfplay.selfplay.config import (ACTION_MODES, SELFPLAY_ONLY, EvalConfig, SelfPlayConfig, check_unread,
-                                           evaluation_defaults)
+from stlm_selfplay.selfplay.config import SELFPLAY_ONLY, EvalConfig, SelfPlayConfig, check_unread, evaluation_defaults
 from stlm_selfplay.train.optim import LR_SCHEDULES
 
 
 @dataclass
 class RunConfig:
-    name: str = "pretrain"  # run folder name: outputs go to <out_dir>/<name>/
-    out_dir: str = "runs"  # parent folder of run folders
-    seed: int = 0  # seeds model init, data order, dropout and samples; same seed -> same run
-    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | float32 | bfloat16
-    compile: bool = False  # wrap the model in torch.compile (faster on GPU, slow to start)
-    cpu_threads: int = 0  # torch intra-op CPU threads while training (0 = torch's default); 1 is
-    #                       much faster on a machine shared with other jobs
-    resume: str = "auto"  # auto: continue from the run's latest complete checkpoint if any;
-    #                       never: start fresh (refused if the run folder has checkpoints);
-    #                       <path>: continue from this checkpoint folder
-    checkpoint_every: int = 500  # optimizer steps between checkpoints (one is also saved at the end)
-    keep_last: int = 3  # number of most recent checkpoints kept (the best by val loss is kept too)
+    name: str = option("pretrain", "run folder name: outputs go to <out_dir>/<name>/")
+    out_dir: str = option("runs", "parent folder of run folders")
+    seed: int = option(0, "seeds model init, data order, dropout and samples; same seed -> same run")
+    device: str = option("auto", "where to run: auto (cuda > mps > cpu), cpu, cuda or mps",
+                         choices=("auto", "cpu", "cuda", "mps"))
+    dtype: str = option("auto", "auto (bf16 autocast on CUDA, fp32 elsewhere), float32 or bfloat16; pretraining only "
+                        "(self-play runs in fp32)", choices=("auto", "float32", "bfloat16"))
+    compile: bool = option(False, "wrap the model in torch.compile (faster on GPU, slow to start); pretraining only")
+    cpu_threads: int = option(0, "torch intra-op CPU threads while training (0 = torch's default); 1 is much faster "
+                              "on a machine shared with other jobs")
+    resume: str = option("auto", "auto: continue from the run's latest complete checkpoint if any; never: start fresh "
+                         "(refused if the run folder has checkpoints); <path>: continue from this checkpoint folder")
+    checkpoint_every: int = option(500, "optimizer steps between checkpoints (one is also saved at the end)")
+    keep_last: int = option(3, "number of most recent checkpoints kept (the best by val loss is kept too)")
 
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"  # a preset name (tiny, stlm-10m, ...) or a model YAML path
-    overrides: Dict[str, Any] = field(default_factory=dict)  # STLMConfig fields replacing the
-    #                                                          preset's, e.g. {n_layers: 2}
+    preset: str = option("tiny", "a preset name (micro, tiny, stlm-10m, ...: configs/model/) or a model YAML path")
+    overrides: Dict[str, Any] = option({}, "STLMConfig fields replacing the preset's, e.g. {n_layers: 2}")
 
 
 @dataclass
 class DataConfig:
-    source: str = "text"  # registered source: text | hf | games (stlm_selfplay/data/sources.py)
+    source: str = option("text", "registered source: text (local files), hf (a hub dataset) or games (transcripts "
+                         "of the envs' scripted players); stlm_selfplay/data/sources.py")
     # -- text: local files
-    path: str = ""  # file, glob or folder of .txt / .jsonl / .parquet files (source: text)
-    text_field: str = "text"  # column holding the text in .jsonl / .parquet / hf rows
+    path: str = option("", "file, glob or folder of .txt / .jsonl / .parquet files (source: text)")
+    text_field: str = option("text", "column holding the text in .jsonl / .parquet / hf rows")
     # -- hf: datasets.load_dataset(hf_name, hf_config, split=hf_split, streaming=streaming)
-    hf_name: str = ""  # hub dataset name, e.g. roneneldan/TinyStories (source: hf)
-    hf_config: str = ""  # dataset config name, "" for the default (source: hf)
-    hf_split: str = "train"  # split to read (source: hf)
-    streaming: bool = True  # stream instead of downloading the whole dataset (source: hf)
+    hf_name: str = option("", "hub dataset name, e.g. roneneldan/TinyStories (source: hf)")
+    hf_config: str = option("", "dataset config name, \"\" for the default (source: hf)")
+    hf_split: str = option("train", "split to read (source: hf)")
+    streaming: bool = option(True, "stream instead of downloading the whole dataset (source: hf)")
     # -- games: transcripts from the envs' scripted players
-    games: Dict[str, float] = field(default_factory=dict)  # game name -> sampling weight
-    players: List[str] = field(default_factory=lambda: ["random", "random"])  # scripted players, one per seat
-    episodes: int = 1000  # number of transcripts to generate (source: games)
-    game_style: str = "compact"  # transcript style: compact | verbose (source: games)
-    seed: int = 0  # seed of generated corpora (games); separate from run.seed so the cache is shared
+    games: Dict[str, float] = option({}, "game name -> sampling weight (source: games)")
+    players: List[str] = option(["random", "random"], "scripted players, one per seat (source: games)")
+    episodes: int = option(1000, "number of transcripts to generate (source: games)")
+    game_style: str = option("compact", "transcript style: compact (tens of bytes a game) or verbose (source: games)",
+                             choices=("compact", "verbose"))
+    seed: int = option(0, "seed of generated corpora (games); separate from run.seed so the cache is shared")
     # -- all sources
-    max_documents: int = 0  # read at most this many documents (0 = all)
-    max_bytes: int = 0  # stop after this many bytes of text (0 = all; cap streaming corpora)
-    split: str = "tail"  # train/val split: tail (last val_fraction of the byte stream) | hash
-    #                      (a document goes to val when its hash falls under val_fraction)
-    val_fraction: float = 0.05  # fraction of bytes (tail) or documents (hash) held out for val
-    val_max_sequences: int = 256  # cap on the fixed val set, in sequences (0 = whole val split)
-    seq_len: int = 256  # ids per training sequence (consecutive sequences overlap by one id)
-    batch_size: int = 16  # sequences per micro-batch on each rank
-    cache_dir: str = ""  # preprocessed shard cache; "" -> $STLM_DATA_CACHE or ~/.cache/stlm_selfplay/data
-    shard_tokens: int = 268435456  # ids per cache shard file (2^28 = 512 MiB of uint16)
-    prefetch: int = 4  # batches prepared ahead by a background thread (0 = load in the loop)
+    max_documents: int = option(0, "read at most this many documents (0 = all)")
+    max_bytes: int = option(0, "stop after this many bytes of text (0 = all; cap streaming corpora)")
+    split: str = option("tail", "train/val split: tail (the last val_fraction of the byte stream) or hash (a document "
+                        "goes to val when its hash falls under val_fraction)", choices=("tail", "hash"))
+    val_fraction: float = option(0.05, "fraction of bytes (tail) or documents (hash) held out for val, in [0, 1)")
+    val_max_sequences: int = option(256, "cap on the fixed val set, in sequences (0 = whole val split)")
+    seq_len: int = option(256, "ids per training sequence (consecutive sequences overlap by one id)")
+    batch_size: int = option(16, "sequences per micro-batch on each rank")
+    cache_dir: str = option("", "preprocessed shard cache; \"\" -> $STLM_DATA_CACHE or ~/.cache/stlm_selfplay/data")
+    shard_tokens: int = option(268435456, "ids per cache shard file (2^28 = 512 MiB of uint16)")
+    prefetch: int = option(4, "batches prepared ahead by a background thread (0 = load in the loop)")
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"  # adamw | muon (Muon for 2-D trunk weights, AdamW for everything else)
-    lr: float = 3e-3  # peak AdamW learning rate (the schedule scales it)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW (beta1, beta2)
-    eps: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # decoupled weight decay; never applied to norms, biases, embeddings
-    muon_lr: float = 0.02  # peak Muon learning rate (name: muon)
-    muon_momentum: float = 0.95  # Muon momentum (name: muon)
-    grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables)
-    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    name: str = option("adamw", "adamw, or muon (Muon for 2-D trunk weights, AdamW for everything else)",
+                       choices=("adamw", "muon"))
+    lr: float = option(3e-3, "peak AdamW learning rate (the schedule scales it)")
+    betas: List[float] = option([0.9, 0.95], "AdamW (beta1, beta2)")
+    eps: float = option(1e-8, "AdamW epsilon")
+    weight_decay: float = option(0.1, "decoupled weight decay; never applied to norms, biases, embeddings")
+    muon_lr: float = option(0.02, "peak Muon learning rate (name: muon)")
+    muon_momentum: float = option(0.95, "Muon momentum (name: muon)")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0 disables)")
+    grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
 
 
 @dataclass
 class ScheduleConfig:
-    steps: int = 1000  # optimizer steps in the run
-    kind: str = "cosine"  # cosine | linear | wsd (warmup-stable-decay) | constant (after warmup)
-    warmup_steps: int = 100  # linear warmup from 0 to the peak learning rate
-    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
-    decay_fraction: float = 0.2  # wsd only: fraction of steps spent in the final linear decay
+    steps: int = option(1000, "optimizer steps in the run")
+    kind: str = option("cosine", "learning-rate shape after warmup: cosine, linear, wsd (warmup-stable-decay) or "
+                       "constant", choices=LR_SCHEDULES)
+    warmup_steps: int = option(100, "linear warmup from 0 to the peak learning rate")
+    min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak")
+    decay_fraction: float = option(0.2, "wsd only: fraction of steps spent in the final linear decay")
 
 
 @dataclass
 class LoggingConfig:
-    wandb: str = "offline"  # offline (local files, no network) | online | disabled;
-    #                         the WANDB_MODE environment variable, when set, wins
-    project: str = "stlm-selfplay"  # wandb project
-    log_every: int = 10  # optimizer steps between train-metric lines in metrics.jsonl
-    eval_every: int = 200  # optimizer steps between val evaluations (and at the end)
-    val_batch_size: int = 32  # sequences per val forward pass
-    sample_bytes: int = 128  # bytes sampled from the model at each eval (0 = no sample)
-    sample_prompt: str = ""  # prompt for that sample ("" = start of a document)
-    sample_temperature: float = 0.8  # sampling temperature for that sample
-    progress: bool = True  # tqdm progress bar (rank 0 only)
+    wandb: str = option("offline", "offline (local files, no network), online or disabled; the WANDB_MODE "
+                        "environment variable, when set, wins", choices=("offline", "online", "disabled"))
+    project: str = option("stlm-selfplay", "wandb project")
+    log_every: int = option(10, "optimizer steps between train-metric lines in metrics.jsonl")
+    eval_every: int = option(200, "optimizer steps between val evaluations (and at the end)")
+    val_batch_size: int = option(32, "sequences per val forward pass")
+    sample_bytes: int = option(128, "bytes sampled from the model at each eval (0 = no sample)")
+    sample_prompt: str = option("", "prompt for that sample (\"\" = start of a document)")
+    sample_temperature: float = option(0.8, "sampling temperature for that sample")
+    progress: bool = option(True, "tqdm progress bar (rank 0 only)")
 
 
 @dataclass
 class RootConfig:
-    run: RunConfig = field(default_factory=RunConfig)  # identity, seed, device, resume
-    model: ModelSection = field(default_factory=ModelSection)  # preset + overrides
-    data: DataConfig = field(default_factory=DataConfig)  # where text comes from, how it is packed
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # AdamW / Muon, clipping
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # steps and learning-rate shape
-    objectives: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "ce"}])  # weighted
-    #   sum of registered objectives: [{name: ce}, {name: z_loss, weight: 1e-4}, ...]
-    logging: LoggingConfig = field(default_factory=LoggingConfig)  # metrics, wandb, eval, samples
-    stages: List[str] = field(default_factory=lambda: ["pretrain"])  # what `stlm run` runs, in order
-    selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)  # see the self-play issue
-    evaluation: EvalConfig = field(default_factory=evaluation_defaults)  # `stlm run`: pretrained
-    #   vs final model against the bots, then the report
+    run: RunConfig = option(help="identity, seed, device, resume", factory=RunConfig)
+    model: ModelSection = option(help="the model: a preset and field overrides", factory=ModelSection)
+    data: DataConfig = option(help="where text comes from and how it is packed", factory=DataConfig)
+    optimizer: OptimizerConfig = option(help="AdamW / Muon, clipping, accumulation", factory=OptimizerConfig)
+    schedule: ScheduleConfig = option(help="steps and learning-rate shape", factory=ScheduleConfig)
+    objectives: List[Dict[str, Any]] = option([{"name": "ce"}], "weighted sum of registered objectives, e.g. "
+                                              "[{name: ce}, {name: z_loss, weight: 1e-4}]")
+    logging: LoggingConfig = option(help="metrics, wandb, eval, samples", factory=LoggingConfig)
+    stages: List[str] = option(["pretrain"], f"what `stlm run` runs, in order: {', '.join(STAGES)}")
+    selfplay: SelfPlayConfig = option(help="`stlm selfplay` and a staged run's self-play stage",
+                                      factory=SelfPlayConfig)
+    evaluation: EvalConfig = option(help="`stlm run`: the pretrained vs the final model against the bots, then the "
+                                    "report", factory=evaluation_defaults)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "run.device": ("auto", "cpu", "cuda", "mps"),
-    "run.dtype": ("auto", "float32", "bfloat16"),
-    "data.split": ("tail", "hash"),
-    "data.game_style": ("compact", "verbose"),
-    "optimizer.name": ("adamw", "muon"),
-    "schedule.kind": LR_SCHEDULES,
-    "logging.wandb": ("offline", "online", "disabled"),
-}
 POSITIVE = ("run.checkpoint_every", "run.keep_last", "data.seq_len", "data.batch_size",
             "optimizer.grad_accum", "schedule.steps", "logging.log_every", "logging.eval_every",
             "logging.val_batch_size", "data.shard_tokens")
@@ -205,11 +201,7 @@ def _check(cfg: RootConfig) -> None:
         if not math.isfinite(value):
             raise UserError(f"config key '{key}' is {value}; it must be a finite number")
 
-    for key, choices in CHOICES.items():
-        value = get(key)
-        if value not in choices:
-            raise UserError(f"config key '{key}' must be one of {', '.join(choices)}, got '{value}'"
-                            f"{closest(value, choices)}")
+    check_choices(cfg, skip=("selfplay",))  # the selfplay section is checked when self-play runs (check_selfplay)
     for key in POSITIVE:
         if get(key) <= 0:
             raise UserError(f"config key '{key}' must be > 0, got {get(key)}")
@@ -219,9 +211,6 @@ def _check(cfg: RootConfig) -> None:
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise UserError(f"config key 'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
     check_unread(cfg.evaluation, evaluation_defaults(), SELFPLAY_ONLY, "evaluation", "selfplay.eval")
-    if cfg.evaluation.mode and cfg.evaluation.mode not in ACTION_MODES:
-        raise UserError(f"config key 'evaluation.mode' must be one of {', '.join(ACTION_MODES)} or empty, "
-                        f"got '{cfg.evaluation.mode}'{closest(cfg.evaluation.mode, ACTION_MODES)}")
     if len(cfg.optimizer.betas) != 2:
         raise UserError(f"config key 'optimizer.betas' must be two numbers, got {cfg.optimizer.betas}")
     if cfg.data.seq_len < 2:

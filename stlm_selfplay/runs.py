@@ -57,7 +57,8 @@ def run_dir(cfg: RootConfig) -> Path:
 
 
 def config_yaml(cfg: RootConfig) -> str:
-    """The resolved config as the YAML that `config.yaml` holds (and `--print-config` prints)."""
+    """The resolved config as the YAML that `config.yaml` holds (`--print-config` prints the same values
+    with each option's help as a comment: `options.commented_yaml`)."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -19,16 +19,17 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 TEST_DATA = REPO_ROOT / "tests" / "data"  # the files shipped with the tests (data/README.md)
 TEST_TEXT = TEST_DATA / "alice-ch1-5.txt"  # public domain, 60 KB
 
-# the tests' tiny STLM (~20k parameters): width 32, one trunk layer, 2-byte patches, one local layer
-# each side (STLMConfig's defaults for the fields not named)
-TINY = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, d_local=16, local_heads=2, patch_size=2,
-            max_seq_len=64)
+# the tests' tiny STLM (~20k parameters): the `micro` model preset (configs/model/micro.yaml, also the
+# model of configs/micro.yaml): width 32, one trunk layer, 2-byte patches, one local layer each side
+TINY_PRESET = "micro"
+TINY = yaml.safe_load((REPO_ROOT / "configs" / "model" / f"{TINY_PRESET}.yaml").read_text())
 
 
 def tiny_model_config(**overrides):
@@ -51,9 +52,9 @@ def make_tiny_model(seed: int = 0, **overrides):
 
 
 def tiny_model_overrides(**overrides) -> list[str]:
-    """The same model as config overrides for a run: the `tiny` preset with TINY's fields (and
-    `overrides`) set, e.g. `load_config(None, tiny_model_overrides() + [...])`."""
-    return ["model.preset=tiny"] + [f"model.overrides.{k}={v}" for k, v in {**TINY, **overrides}.items()]
+    """The same model as config overrides for a run: the `micro` preset (with `overrides` set), e.g.
+    `load_config(None, tiny_model_overrides() + [...])`."""
+    return [f"model.preset={TINY_PRESET}"] + [f"model.overrides.{k}={v}" for k, v in overrides.items()]
 
 
 @pytest.fixture(autouse=True)

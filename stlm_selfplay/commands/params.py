@@ -1,6 +1,6 @@
 """`stlm params MODEL_CONFIG`: parameter table of a model config vs a GPT-2-vocabulary baseline.
 
-MODEL_CONFIG is a preset name (tiny, stlm-10m, stlm-50m, stlm-100m) or a model YAML path.
+MODEL_CONFIG is a preset name (micro, tiny, stlm-10m, stlm-50m, stlm-100m) or a model YAML path.
 The baseline has the same trunk with a 50,257-token embedding and head (tied and untied).
 """
 
@@ -12,7 +12,7 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_config", metavar="MODEL_CONFIG",
-                        help="preset name (tiny, stlm-10m, stlm-50m, stlm-100m) or model YAML path")
+                        help="preset name (micro, tiny, stlm-10m, stlm-50m, stlm-100m) or model YAML path")
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
 
 

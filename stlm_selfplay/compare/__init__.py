@@ -1,7 +1,7 @@
 """Equal-budget comparisons: every variant x seed through the pretraining or self-play loop, then a
 table and a plot.
 
-A compare config (YAML):
+A compare config (YAML; its keys are declared, each with its help, in `spec.CompareFile`):
 
     name: objectives-shakespeare        # output folder <base's run.out_dir>/<name>/ (default: file stem)
     base: ../pretrain/shakespeare-tiny.yaml   # root config, relative to this file

@@ -1,12 +1,15 @@
-"""The compare config (`CompareSpec`): reading, checking, and each run's root config.
+"""The compare config: its file's schema (`CompareFile`), reading and checking it into a
+`CompareSpec`, and each run's root config.
 
-See `stlm_selfplay/compare/__init__.py` for the file's keys and what each budget means.
+See `stlm_selfplay/compare/__init__.py` for what each budget means.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict, List
 
 from omegaconf import OmegaConf
 
@@ -14,15 +17,37 @@ from stlm_selfplay.bundled import config_file
 from stlm_selfplay.compare.tracks import PRETRAINING, SELFPLAY, Pretraining, SelfPlay
 from stlm_selfplay.config import RootConfig, load_config
 from stlm_selfplay.errors import UserError, closest
+from stlm_selfplay.options import check_choices, option
 from stlm_selfplay.selfplay.config import eval_games
 
 BUDGETS = ("steps", "bytes", "seconds", "flops")  # pretraining comparisons
 SELFPLAY_BUDGETS = ("steps", "games", "seconds")  # self-play comparisons (steps = updates)
 ALL_BUDGETS = tuple(dict.fromkeys(BUDGETS + SELFPLAY_BUDGETS))
-KEYS = ("name", "base", "overrides", "variants", "seeds", "budget", "metric", "direction")
 LOCKED = ("run.seed", "run.name", "run.out_dir", "run.resume")
 DATA_ALLOWED = ("data.batch_size", "data.prefetch")
 SELFPLAY_LOCKED = ("selfplay.init_from", "selfplay.eval")  # and every key below them
+
+
+@dataclass
+class CompareFile:
+    """The keys of a compare config file, as written (`load_compare` checks them into a `CompareSpec`)."""
+
+    name: str = option("", "output folder <base's run.out_dir>/<name>/ (\"\" = the file's stem)")
+    base: str = option("", "the root config every run starts from, relative to this file (required)")
+    overrides: List[str] = option([], "key=value over the base, for every variant (the command line's come after)")
+    variants: Dict[str, List[str]] = option({}, "variant name -> key=value overrides applied over the base "
+                                            "(required, at least one)")
+    seeds: List[int] = option([0], "run.seed of each repeat (also fixes the data order); distinct integers")
+    budget: Dict[str, float] = option({}, "exactly one budget, e.g. {bytes: 2000000}: steps, bytes, seconds or flops "
+                                      "(pretraining); steps, games or seconds (self-play) (required)")
+    metric: str = option("", "self-play only: the plotted metric (\"\" = tictactoe/optimal_rate if evaluated, else "
+                         "the first */random/win_rate, else the first metric)")
+    direction: str = option("", "self-play only: max or min, which way `metric` is better (\"\" = min for "
+                            "*exploitability, else max)", choices=("", "max", "min"))
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(CompareFile))
+REQUIRED = ("base", "variants", "budget")
 
 
 @dataclass
@@ -74,7 +99,7 @@ def _check_budget(path: Path, kind: str, selfplay: bool) -> None:
         raise UserError(f"budget '{kind}' in '{path}' does not apply to a {what} comparison; valid: {', '.join(valid)}")
 
 
-def _choose_metric(path: Path, raw: dict, names: list[str], selfplay: bool) -> tuple[str, bool]:
+def _choose_metric(path: Path, raw: dict, file: CompareFile, names: list[str], selfplay: bool) -> tuple[str, bool]:
     """(the plotted metric, higher is better) from the config's `metric` / `direction` (the compare package docstring)."""
     if not selfplay:
         for key in ("metric", "direction"):
@@ -87,12 +112,11 @@ def _choose_metric(path: Path, raw: dict, names: list[str], selfplay: bool) -> t
                         "and selfplay.eval.bots (or eval.optimal_rate / eval.exploitability)")
     default = next((n for n in names if n == "tictactoe/optimal_rate"), None) or \
         next((n for n in names if n.endswith("/random/win_rate")), names[0])
-    metric = str(raw.get("metric") or default)
+    metric = str(file.metric or default)
     if metric not in names:
         raise UserError(f"metric '{metric}' in '{path}' is not evaluated{closest(metric, names)}; valid: {', '.join(names)}")
-    direction = raw.get("direction", "min" if metric.endswith("exploitability") else "max")
-    if direction not in ("max", "min"):
-        raise UserError(f"'direction' in '{path}' must be max or min, got {direction!r}")
+    check_choices(file, label=f"'{{}}' in '{path}'")  # direction
+    direction = file.direction or ("min" if metric.endswith("exploitability") else "max")
     return metric, direction == "max"
 
 
@@ -111,23 +135,24 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     for key in raw:
         if key not in KEYS:
             raise UserError(f"unknown key '{key}' in compare config '{path}'{closest(key, KEYS)}; valid: {', '.join(KEYS)}")
-    for key in ("base", "variants", "budget"):
+    for key in REQUIRED:
         if key not in raw:
             raise UserError(f"compare config '{path}' has no '{key}'")
-    base = Path(str(raw["base"]))
+    file = CompareFile(**raw)  # the defaults of the keys not given
+    base = Path(str(file.base))
     base = base if base.is_absolute() else path.parent / base
-    variants = raw["variants"]
+    variants = file.variants
     if not isinstance(variants, dict) or not variants:
         raise UserError(f"'variants' in '{path}' must map names to lists of key=value overrides")
     variants = {str(k): list(v or []) for k, v in variants.items()}
     for name, items in variants.items():
         if not all(isinstance(i, str) for i in items) or not name.replace("-", "").replace("_", "").replace("+", "").isalnum():
             raise UserError(f"variant '{name}' in '{path}': names are letters, digits, - _ +; values lists of key=value strings")
-    seeds = raw.get("seeds", [0])
+    seeds = file.seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise UserError(f"'seeds' in '{path}' must be a list of distinct integers, got {seeds!r}")
-    budget = raw["budget"]
+    budget = file.budget
     if not isinstance(budget, dict) or len(budget) != 1:
         raise UserError(f"'budget' in '{path}' must have exactly one of {', '.join(ALL_BUDGETS)}, got {budget!r}")
     (kind, amount), = budget.items()
@@ -135,7 +160,7 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         raise UserError(f"unknown budget '{kind}' in '{path}'{closest(kind, ALL_BUDGETS)}; valid: {', '.join(ALL_BUDGETS)}")
     if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
         raise UserError(f"budget '{kind}' in '{path}' must be a number > 0, got {amount!r}")
-    shared = raw.get("overrides") or []
+    shared = file.overrides or []
     if not isinstance(shared, list) or not all(isinstance(i, str) for i in shared):
         raise UserError(f"'overrides' in '{path}' must be a list of key=value strings")
     overrides = shared + list(overrides)
@@ -148,8 +173,8 @@ def load_compare(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     from stlm_selfplay.selfplay.evaluate import metric_names
 
     names = metric_names(eval_games(base_cfg.selfplay), base_cfg.selfplay.eval) if selfplay else []
-    metric, higher = _choose_metric(path, raw, names, selfplay)
-    spec = CompareSpec(str(raw.get("name") or path.stem), base, overrides, variants, seeds, kind, float(amount),
+    metric, higher = _choose_metric(path, raw, file, names, selfplay)
+    spec = CompareSpec(str(file.name or path.stem), base, overrides, variants, seeds, kind, float(amount),
                        Path(base_cfg.run.out_dir), selfplay, names, metric, higher)
     for name in variants:
         spec.kind.check(spec, base_cfg, run_config(spec, name, seeds[0]), name)  # every variant before any training

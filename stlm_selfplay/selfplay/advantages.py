@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.options import option
 from stlm_selfplay.train.distributed import all_reduce_sum
 
 
@@ -166,7 +167,7 @@ class NoBaseline(Estimator):
 class RAE(Estimator):
     """Role-conditioned advantage estimation: an EMA baseline per (game, role), read before update."""
 
-    decay: float = 0.95  # EMA decay of the baseline: b <- decay * b + (1 - decay) * R
+    decay: float = option(0.95, "EMA decay of the baseline: b <- decay * b + (1 - decay) * R, in [0, 1)")
     baselines: dict = field(init=False, default_factory=dict)  # state: (game, role) -> b
 
     def __post_init__(self):
@@ -205,8 +206,8 @@ class RLOO(Estimator):
 class GroupBaseline(Estimator):
     """GRPO's group-mean baseline over the games of a seed group, optionally std-scaled."""
 
-    scale_std: bool = True  # divide by the group's return std (GRPO); False = Dr. GRPO's plain mean
-    eps: float = 1e-4  # added to the std so equal returns give finite advantages (TRL uses 1e-4)
+    scale_std: bool = option(True, "divide by the group's return std (GRPO); false = Dr. GRPO's plain mean")
+    eps: float = option(1e-4, "added to the std so equal returns give finite advantages (TRL uses 1e-4)")
 
     def __call__(self, turns: Turns) -> np.ndarray:
         unit, returns, keys = _units(turns, by_group=True)
@@ -219,8 +220,8 @@ class GroupBaseline(Estimator):
 class GAE(Estimator):
     """Generalised advantage estimation over each seat's turn sequence (module docstring)."""
 
-    gamma: float = 1.0  # discount per own turn of the seat (1 = the game's zero-sum payoff undiscounted)
-    lam: float = 0.95  # config name `lambda`: 0 = one-step TD (r + gamma V' - V), 1 = Monte Carlo (R - V)
+    gamma: float = option(1.0, "discount per own turn of the seat (1 = the game's zero-sum payoff undiscounted)")
+    lam: float = option(0.95, "config name `lambda`: 0 = one-step TD (r + gamma V' - V), 1 = Monte Carlo (R - V)")
 
     needs_values: ClassVar[bool] = True
     aliases: ClassVar[dict] = {"lambda": "lam"}

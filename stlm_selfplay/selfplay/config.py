@@ -22,10 +22,11 @@ stages want different values (RL fine-tuning runs at a far smaller lr, and its c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
+from stlm_selfplay.options import check_choices, option
 from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
 from stlm_selfplay.selfplay.replay import ReplayConfig, check_replay
 from stlm_selfplay.selfplay.search import SearchConfig, check_search, check_searchable
@@ -44,25 +45,26 @@ class StageConfig:
 
     # (the two mixes below start empty so that a YAML mix replaces, not extends, a default one;
     #  the default curriculum is DEFAULT_STAGE)
-    games: Dict[str, float] = field(default_factory=dict)  # game -> share of the update's games
-    #   (shares are rounded to whole games by largest remainder), e.g. {tictactoe: 1.0}
-    opponents: Dict[str, float] = field(default_factory=dict)  # opponent mix, drawn per game, e.g.
-    #   {self: 0.5, pool: 0.2, random: 0.3}: self (the learner in every seat; all seats train),
-    #   pool (a frozen snapshot, picked by pool.sampling) or a scripted bot of the game (random, optimal, ...)
-    game_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # game -> make() options,
-    #   e.g. {tictactoe: {illegal: "retry:1"}}
-    temperature: float = 1.0  # sampling temperature of learner and snapshots (constrained: on the
-    #                           summed action log-probs; free: per byte)
-    mode: str = "constrained"  # constrained (softmax over the legal actions' log-probs) | free (text)
-    max_action_bytes: int = 8  # free mode: bytes the model may write per move
-    random_opening: int = 0  # each game first plays k ~ U{0..random_opening} uniformly random moves
-    #                          (from the game's seed; not trained on), so training reaches positions
-    #                          that the policies' own play rarely does; 0 = off
-    until_update: int = 0  # the stage ends once this many updates (counted from the run's start)
-    #                        are done; 0 = no update limit (the last stage runs to `updates`)
-    until_metric: str = ""  # eval metric that ends the stage when >= until_value, e.g.
-    #                         "tictactoe/random/win_rate" or "tictactoe/optimal_rate"; "" = none
-    until_value: float = 0.0  # threshold for until_metric
+    games: Dict[str, float] = option({}, "game -> share of the update's games (shares are rounded to whole games by "
+                                     "largest remainder), e.g. {tictactoe: 1.0}")
+    opponents: Dict[str, float] = option({}, "opponent mix, drawn per game, e.g. {self: 0.5, pool: 0.2, random: 0.3}: "
+                                         "self (the learner in every seat; all seats train), pool (a frozen snapshot, "
+                                         "picked by pool.sampling) or a scripted bot of the game (random, optimal, ...)")
+    game_options: Dict[str, Dict[str, Any]] = option({}, "game -> make() options, e.g. {tictactoe: {illegal: "
+                                                     "\"retry:1\"}}")
+    temperature: float = option(1.0, "sampling temperature of learner and snapshots (constrained: on the summed "
+                                "action log-probs; free: per byte)")
+    mode: str = option("constrained", "constrained (softmax over the legal actions' log-probs) or free (text)",
+                       choices=ACTION_MODES)
+    max_action_bytes: int = option(8, "free mode: bytes the model may write per move")
+    random_opening: int = option(0, "each game first plays k ~ U{0..random_opening} uniformly random moves (from the "
+                                 "game's seed; not trained on), so training reaches positions that the policies' own "
+                                 "play rarely does; 0 = off")
+    until_update: int = option(0, "the stage ends once this many updates (counted from the run's start) are done; 0 = "
+                               "no update limit (the last stage runs to `updates`)")
+    until_metric: str = option("", "eval metric that ends the stage when >= until_value, e.g. "
+                               "\"tictactoe/random/win_rate\" or \"tictactoe/optimal_rate\"; \"\" = none")
+    until_value: float = option(0.0, "threshold for until_metric")
 
 
 def default_stage() -> StageConfig:
@@ -74,28 +76,29 @@ def default_stage() -> StageConfig:
 class PoolConfig:
     """Frozen snapshots of the learner that `pool` opponents are drawn from."""
 
-    snapshot_every: int = 10  # updates between snapshots (the initial model is snapshot 0)
-    max_size: int = 8  # snapshots kept; the oldest is dropped first
-    sampling: str = "uniform"  # uniform | latest (newest favoured, weight latest_decay^age) |
-    #                            prioritized (weight (1 - learner score vs it)^priority_power, PFSP)
-    latest_decay: float = 0.5  # latest: a snapshot one step older is this much less likely
-    priority_power: float = 2.0  # prioritized: sharpness of the preference for hard snapshots
-    score_decay: float = 0.9  # prioritized: EMA decay of the learner's score against each snapshot
+    snapshot_every: int = option(10, "updates between snapshots (the initial model is snapshot 0)")
+    max_size: int = option(8, "snapshots kept; the oldest is dropped first")
+    sampling: str = option("uniform", "which snapshot a pool opponent is: uniform, latest (newest favoured, weight "
+                           "latest_decay^age) or prioritized (weight (1 - learner score vs it)^priority_power, PFSP)",
+                           choices=POOL_SAMPLERS)
+    latest_decay: float = option(0.5, "latest: a snapshot one step older is this much less likely")
+    priority_power: float = option(2.0, "prioritized: sharpness of the preference for hard snapshots")
+    score_decay: float = option(0.9, "prioritized: EMA decay of the learner's score against each snapshot")
 
 
 @dataclass
 class AdvantageConfig:
     """Advantages from rewards (stlm_selfplay/selfplay/advantages.py)."""
 
-    estimator: str = "rae"  # rae (EMA baseline per game and role) | rloo | group | none | gae
-    #   (generalised advantage estimation over each seat's turns from the value head's V(s): needs
-    #   model value_head: true and a `value` objective)
-    options: Dict[str, Any] = field(default_factory=dict)  # estimator options, e.g. {decay: 0.95}
-    #   (rae), {gamma: 1.0, lambda: 0.95} (gae)
-    normalize: bool = False  # rescale the kept advantages to mean 0, std 1 over the update (all ranks)
-    drop_zero: bool = False  # skip turns whose advantage is 0 (no gradient)
-    group_size: int = 1  # games per seed group (rloo and group need > 1: same seed, same seats)
-    illegal_penalty: float = 0.0  # reward shaping: subtracted from an illegal move's reward
+    estimator: str = option("rae", "rae (EMA baseline per game and role), rloo, group, none or gae (generalised "
+                            "advantage estimation over each seat's turns from the value head's V(s): needs model "
+                            "value_head: true and a `value` objective)")
+    options: Dict[str, Any] = option({}, "estimator options, e.g. {decay: 0.95} (rae), {gamma: 1.0, lambda: 0.95} "
+                                     "(gae)")
+    normalize: bool = option(False, "rescale the kept advantages to mean 0, std 1 over the update (all ranks)")
+    drop_zero: bool = option(False, "skip turns whose advantage is 0 (no gradient)")
+    group_size: int = option(1, "games per seed group (rloo and group need > 1: same seed, same seats)")
+    illegal_penalty: float = option(0.0, "reward shaping: subtracted from an illegal move's reward")
 
 
 @dataclass
@@ -106,21 +109,22 @@ class EvalConfig:
     final model; its defaults are `evaluation_defaults()`). An option only one section reads
     (`SELFPLAY_ONLY`, `EVALUATION_ONLY`) is refused in the other when changed from its default."""
 
-    every: int = 20  # selfplay.eval: updates between evaluations (0 = only before the first and after the last)
-    games: List[str] = field(default_factory=list)  # games to evaluate ([] = every stage's games;
-    #   evaluation: self-play's eval games, else the pretraining transcripts' games)
-    bots: List[str] = field(default_factory=lambda: ["random", "optimal"])  # scripted opponents;
-    #   each game uses the ones it has (tictactoe: random, minimax, optimal; kuhn_poker: random, nash)
-    episodes: int = 50  # games per bot per seat (so 2 x episodes per bot; 0 = skip the matches)
-    temperature: float = 0.0  # evaluation decoding (0 = greedy: the fixed, most likely move)
-    mode: str = ""  # action mode for evaluation ("" = the current stage's mode; evaluation: the
-    #                 selfplay.eval mode, else the last stage's)
-    optimal_rate: bool = True  # tictactoe: optimal-move rate over all 4,520 positions (one batched score)
-    exploitability: bool = True  # kuhn_poker: exploitability of the current and the average policy
-    ratings: bool = True  # selfplay.eval: Bradley-Terry ratings of the learner, its snapshots and the bots
-    pool_episodes: int = 20  # selfplay.eval, ratings: games of the learner against each pool snapshot
-    rating_bootstrap: int = 100  # selfplay.eval, ratings: bootstrap refits for the intervals (0 = none)
-    sample_games: int = 0  # evaluation: games per seat against each bot rendered as text in the report
+    every: int = option(20, "selfplay.eval: updates between evaluations (0 = only before the first and after the "
+                        "last)")
+    games: List[str] = option([], "games to evaluate ([] = every stage's games; evaluation: self-play's eval games, "
+                              "else the pretraining transcripts' games)")
+    bots: List[str] = option(["random", "optimal"], "scripted opponents; each game uses the ones it has (tictactoe: "
+                             "random, minimax, optimal; kuhn_poker: random, nash)")
+    episodes: int = option(50, "games per bot per seat (so 2 x episodes per bot; 0 = skip the matches)")
+    temperature: float = option(0.0, "evaluation decoding (0 = greedy: the fixed, most likely move)")
+    mode: str = option("", "action mode for evaluation (\"\" = the current stage's mode; evaluation: the "
+                       "selfplay.eval mode, else the last stage's)", choices=("",) + ACTION_MODES)
+    optimal_rate: bool = option(True, "tictactoe: optimal-move rate over all 4,520 positions (one batched score)")
+    exploitability: bool = option(True, "kuhn_poker: exploitability of the current and the average policy")
+    ratings: bool = option(True, "selfplay.eval: Bradley-Terry ratings of the learner, its snapshots and the bots")
+    pool_episodes: int = option(20, "selfplay.eval, ratings: games of the learner against each pool snapshot")
+    rating_bootstrap: int = option(100, "selfplay.eval, ratings: bootstrap refits for the intervals (0 = none)")
+    sample_games: int = option(0, "evaluation: games per seat against each bot rendered as text in the report")
 
 
 SELFPLAY_ONLY = ("every", "ratings", "pool_episodes", "rating_bootstrap")  # read by selfplay.eval only
@@ -143,32 +147,35 @@ def check_unread(cfg: EvalConfig, defaults: EvalConfig, names, where: str, reade
 class SelfPlayConfig:
     """Everything `stlm selfplay` needs beyond `run`, `optimizer` and `logging`."""
 
-    init_from: str = ""  # the model to improve: a pretrain run folder, a checkpoint folder or a
-    #                      Hugging Face model folder ("" = a fresh model from `model.*`)
-    updates: int = 100  # policy updates in the run (each: play, compute advantages, optimize)
-    games_per_update: int = 64  # games played per update, over all ranks (divisible by processes)
-    stages: List[StageConfig] = field(default_factory=lambda: [default_stage()])  # the curriculum
-    pool: PoolConfig = field(default_factory=PoolConfig)  # frozen snapshots to play against
-    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)  # baselines and shaping
-    objectives: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "reinforce"}])  # one
-    #   RL objective (reinforce | ppo | grpo | mmd, with its options) plus optional auxiliary objectives
-    #   with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the
-    #   played transcripts; `value`, e.g. {name: value, weight: 0.5, epsilon: 0.2}, trains the
-    #   value head on the RL turns); the loss is their weighted sum
-    ppo_epochs: int = 1  # passes over the collected turns per update
-    minibatches: int = 1  # optimizer steps per pass (the turns are shuffled and split)
-    micro_batch_turns: int = 256  # turns per forward/backward (gradient accumulation above it)
-    lr: float = 1e-4  # peak learning rate (optimizer.* gives betas, eps, weight decay, muon)
-    lr_schedule: str = "constant"  # constant | cosine | linear | wsd over the run's optimizer steps
-    warmup_updates: int = 0  # linear warmup, in optimizer steps
-    min_lr_ratio: float = 0.1  # final lr / peak lr for decaying schedules
-    grad_clip: float = 1.0  # clip the global gradient norm (0 = off)
-    eval: EvalConfig = field(default_factory=EvalConfig)  # matches, optimal-move rate, ratings
-    search: SearchConfig = field(default_factory=SearchConfig)  # PUCT search for the learner's
-    #   training moves (simulations > 0; constrained mode, two-player perfect-information games);
-    #   train it with objectives [{name: search_policy}, {name: value}]; evaluation never searches
-    replay: ReplayConfig = field(default_factory=ReplayConfig)  # search_policy on the last searched
-    #   turns across updates (capacity > 0), batch_turns per step, steps_per_update steps per update
+    init_from: str = option("", "the model to improve: a pretrain run folder, a checkpoint folder or a Hugging Face "
+                            "model folder (\"\" = a fresh model from `model.*`)")
+    updates: int = option(100, "policy updates in the run (each: play, compute advantages, optimize)")
+    games_per_update: int = option(64, "games played per update, over all ranks (divisible by processes)")
+    stages: List[StageConfig] = option(help="the curriculum: one or more stages, in order",
+                                       factory=lambda: [default_stage()])
+    pool: PoolConfig = option(help="frozen snapshots to play against", factory=PoolConfig)
+    advantages: AdvantageConfig = option(help="baselines and shaping", factory=AdvantageConfig)
+    objectives: List[Dict[str, Any]] = option(
+        [{"name": "reinforce"}], "one RL objective (reinforce, ppo, grpo or mmd, with its options) plus optional "
+        "auxiliary objectives with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the "
+        "played transcripts; `value`, e.g. {name: value, weight: 0.5, epsilon: 0.2}, trains the value head on the RL "
+        "turns); the loss is their weighted sum")
+    ppo_epochs: int = option(1, "passes over the collected turns per update")
+    minibatches: int = option(1, "optimizer steps per pass (the turns are shuffled and split)")
+    micro_batch_turns: int = option(256, "turns per forward/backward (gradient accumulation above it)")
+    lr: float = option(1e-4, "peak learning rate (optimizer.* gives betas, eps, weight decay, muon)")
+    lr_schedule: str = option("constant", "learning-rate shape over the run's optimizer steps: constant, cosine, "
+                              "linear or wsd", choices=LR_SCHEDULES)
+    warmup_updates: int = option(0, "linear warmup, in optimizer steps")
+    min_lr_ratio: float = option(0.1, "final lr / peak lr for decaying schedules")
+    grad_clip: float = option(1.0, "clip the global gradient norm (0 = off)")
+    eval: EvalConfig = option(help="matches, optimal-move rate, ratings", factory=EvalConfig)
+    search: SearchConfig = option(help="PUCT search for the learner's training moves (simulations > 0; constrained "
+                                  "mode, two-player perfect-information games); train it with objectives "
+                                  "[{name: search_policy}, {name: value}]; evaluation never searches",
+                                  factory=SearchConfig)
+    replay: ReplayConfig = option(help="search_policy on the last searched turns across updates (capacity > 0), "
+                                  "batch_turns per step, steps_per_update steps per update", factory=ReplayConfig)
 
 
 def steps_per_update(cfg: SelfPlayConfig) -> int:
@@ -201,20 +208,14 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     if cfg.games_per_update % (world_size * cfg.advantages.group_size):
         raise UserError(f"selfplay.games_per_update={cfg.games_per_update} must be divisible by processes x "
                         f"advantages.group_size = {world_size * cfg.advantages.group_size}")
-    POOL_SAMPLERS.get(cfg.pool.sampling)  # unknown name -> UserError naming the closest
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise unknown_name("selfplay.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
+    check_choices(cfg, "selfplay.")  # pool.sampling, lr_schedule, eval.mode, stages[i].mode, search.prior, ...
     if cfg.eval.episodes < 0 or cfg.eval.every < 0:
         raise UserError("selfplay.eval.episodes and selfplay.eval.every must be >= 0")
-    if cfg.eval.mode and cfg.eval.mode not in ACTION_MODES:
-        raise unknown_name("selfplay.eval.mode", cfg.eval.mode, ACTION_MODES)
     check_unread(cfg.eval, EvalConfig(), EVALUATION_ONLY, "selfplay.eval", "the root evaluation section")
     if not cfg.stages:
         raise UserError("selfplay.stages is empty; give at least one stage, e.g. [{games: {tictactoe: 1.0}}]")
     for i, stage in enumerate(cfg.stages):
         where = f"selfplay.stages[{i}]"
-        if stage.mode not in ACTION_MODES:
-            raise unknown_name(f"{where}.mode", stage.mode, ACTION_MODES)
         if not stage.games or sum(stage.games.values()) <= 0:
             raise UserError(f"{where}.games needs at least one game with a positive weight, e.g. {{tictactoe: 1.0}}")
         if not stage.opponents or sum(stage.opponents.values()) <= 0:

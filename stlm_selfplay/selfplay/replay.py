@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from stlm_selfplay.errors import UserError
+from stlm_selfplay.options import option
 from stlm_selfplay.selfplay.policies import Decision
 from stlm_selfplay.selfplay.rollout import Turn
 
@@ -32,10 +33,10 @@ class ReplayConfig:
     """`selfplay.replay`: train `search_policy` on the last `capacity` searched turns, not only on
     the update's own."""
 
-    capacity: int = 0  # searched turns kept (images included; the oldest dropped first); 0 = off:
-    #                    each update trains ppo_epochs x minibatches steps on its own turns
-    batch_turns: int = 64  # turns per optimizer step, drawn uniformly with replacement from the buffer
-    steps_per_update: int = 16  # optimizer steps per update (replaces ppo_epochs x minibatches)
+    capacity: int = option(0, "searched turns kept (images included; the oldest dropped first); 0 = off: each "
+                           "update trains ppo_epochs x minibatches steps on its own turns")
+    batch_turns: int = option(64, "turns per optimizer step, drawn uniformly with replacement from the buffer")
+    steps_per_update: int = option(16, "optimizer steps per update (replaces ppo_epochs x minibatches)")
 
 
 def check_replay(cfg: ReplayConfig, policy_objective: str, has_value: bool) -> None:

@@ -26,7 +26,8 @@ from stlm_selfplay.selfplay.policies import Decision, Policy, RolloutRandom
 
 @dataclass
 class Turn:
-    """One move made by a model policy (the unit RL trains on)."""
+    """One move made by a model policy (the unit RL trains on). (envs' one-game `play_game` records
+    plainer `Move`s in a `GameRecord`.)"""
 
     game: str
     episode: int  # index of the episode in this rollout
@@ -62,6 +63,8 @@ class EpisodeSpec:
 
 @dataclass
 class Episode:
+    """One game played by a rollout: its outcome, and the model turns RL trains on."""
+
     spec: EpisodeSpec
     rewards: list[float] = field(default_factory=list)  # the game's payoffs per seat
     outcome: list[str] = field(default_factory=list)  # win / draw / loss per seat

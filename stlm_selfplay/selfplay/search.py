@@ -45,6 +45,7 @@ from stlm_selfplay.errors import UserError
 from stlm_selfplay.model.choices import score_choices
 from stlm_selfplay.model.tokenizer import PAD_ID
 from stlm_selfplay.model.value_head import state_values
+from stlm_selfplay.options import option
 from stlm_selfplay.selfplay.policies import Decision, RolloutRandom, constrained_distribution
 
 SEARCH_PRIORS = ("model", "uniform")  # SearchConfig.prior
@@ -55,34 +56,34 @@ Evaluator = Callable[[Sequence, RolloutRandom], tuple[list[list[float]], list[fl
 class SearchConfig:
     """PUCT search for the learner's training moves (`selfplay.search`); evaluation never searches."""
 
-    simulations: int = 0  # simulations per move (0 = off: the learner samples from its own policy)
-    c_puct: float = 1.5  # exploration constant of U(s,a)
-    dirichlet_alpha: float = 0.3  # concentration of the root noise Dir(alpha) (smaller = spikier)
-    dirichlet_epsilon: float = 0.25  # share of the noise in the root priors (0 = no noise)
-    temperature: float = 1.0  # visit-count temperature tau of the first `temperature_moves` moves
-    temperature_moves: int = 4  # moves (counted from the game's start) drawn from N^(1/tau);
-    #                             later moves take the most visited action (tau -> 0)
-    playouts: int = 8  # a learner without a value head (or prior: uniform): random play-outs per leaf for V(s)
-    target_temperature: float = 1.0  # the distilled target is N(root,a)^(1/t) normalised (1 = the
-    #                                  visit distribution; < 1 sharpens it toward the most visited move)
-    prior: str = "model"  # model: the learner's constrained policy (and value head) guide the search
-    #                       (AlphaZero); uniform: the search ignores the model (uniform priors, values
-    #                       from `playouts` random play-outs), a fixed teacher the policy is distilled from
-    symmetries: bool = False  # also train on every searched position's images under the game's
-    #                           symmetries (`Game.symmetries`: tic-tac-toe's 7 rotations and mirrors,
-    #                           connect four's mirror), each with the visit target carried along
+    simulations: int = option(0, "simulations per move (0 = off: the learner samples from its own policy)")
+    c_puct: float = option(1.5, "exploration constant of U(s,a)")
+    dirichlet_alpha: float = option(0.3, "concentration of the root noise Dir(alpha) (smaller = spikier)")
+    dirichlet_epsilon: float = option(0.25, "share of the noise in the root priors (0 = no noise)")
+    temperature: float = option(1.0, "visit-count temperature tau of the first `temperature_moves` moves")
+    temperature_moves: int = option(4, "moves (counted from the game's start) drawn from N^(1/tau); later moves take "
+                                    "the most visited action (tau -> 0)")
+    playouts: int = option(8, "a learner without a value head (or prior: uniform): random play-outs per leaf for "
+                           "V(s)")
+    target_temperature: float = option(1.0, "the distilled target is N(root,a)^(1/t) normalised (1 = the visit "
+                                       "distribution; < 1 sharpens it toward the most visited move)")
+    prior: str = option("model", "model: the learner's constrained policy (and value head) guide the search "
+                        "(AlphaZero); uniform: the search ignores the model (uniform priors, values from `playouts` "
+                        "random play-outs), a fixed teacher the policy is distilled from", choices=SEARCH_PRIORS)
+    symmetries: bool = option(False, "also train on every searched position's images under the game's symmetries "
+                              "(`Game.symmetries`: tic-tac-toe's 7 rotations and mirrors, connect four's mirror), "
+                              "each with the visit target carried along")
 
 
 def check_search(cfg: SearchConfig) -> None:
-    """`UserError` for option values no search can run with."""
+    """`UserError` for option values no search can run with (`prior`'s choices are checked with the
+    rest of the section's, by `check_selfplay`)."""
     if cfg.simulations < 0 or cfg.playouts < 1 or cfg.c_puct <= 0 or cfg.dirichlet_alpha <= 0:
         raise UserError("selfplay.search needs simulations >= 0, playouts >= 1, c_puct > 0 and dirichlet_alpha > 0")
     if not cfg.target_temperature > 0:
         raise UserError(f"selfplay.search.target_temperature must be > 0, got {cfg.target_temperature}")
     if cfg.symmetries and cfg.simulations == 0:
         raise UserError("selfplay.search.symmetries augments search targets: set selfplay.search.simulations > 0")
-    if cfg.prior not in SEARCH_PRIORS:
-        raise UserError(f"selfplay.search.prior must be one of {', '.join(SEARCH_PRIORS)}, got '{cfg.prior}'")
     if not 0.0 <= cfg.dirichlet_epsilon <= 1.0 or cfg.temperature < 0 or cfg.temperature_moves < 0:
         raise UserError("selfplay.search needs 0 <= dirichlet_epsilon <= 1, temperature >= 0 and temperature_moves >= 0")
 

@@ -73,6 +73,9 @@ def _case(name: str, tmp: Path, model: Path) -> tuple[list[str], bytes | None]:
         "self-play mix weight inf": (["run", "micro", "selfplay.stages=[{games: {tictactoe: 1}, opponents: {self: inf}}]"],
                                      None),
         "list index as a key": (["run", "micro", "selfplay.stages.0.opponents.self=1"], None),
+        "value outside the choices": (["run", "micro", "run.device=gpu"], None),
+        "self-play value outside the choices": (
+            ["run", "micro", "selfplay.stages=[{games: {tictactoe: 1}, opponents: {self: 1}, mode: fre}]"], None),
     }[name]
 
 
@@ -92,6 +95,10 @@ EXPECTED = {  # the start of the one line each case prints (docs/errors.md has t
     "mix weight nan": "error: config key 'data.games.tictactoe' is nan; it must be a finite number",
     "self-play mix weight inf": "error: config key 'selfplay.stages.0.opponents.self' is inf; it must be a finite number",
     "list index as a key": "error: invalid config in overrides: Cannot merge incompatible container types",
+    "value outside the choices": "error: config key 'run.device' must be one of auto, cpu, cuda, mps, got 'gpu' "
+                                 "(did you mean 'cpu'?)",
+    "self-play value outside the choices": "error: config key 'selfplay.stages[0].mode' must be one of constrained, "
+                                           "free, got 'fre' (did you mean 'free'?)",
 }
 
 

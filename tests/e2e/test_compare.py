@@ -238,7 +238,7 @@ def test_selfplay_budgets_set_updates_and_seconds_train_whole_eval_chunks(tmp_pa
      "variant 'a' evaluates on ['nim'], the base on ['tictactoe']"),
     ("{steps: 2}", "{a: [selfplay.advantages.estimator=rloo]}", "", "group_size >= 2"),
     ("{steps: 2}", "{a: []}", "metric: tictactoe/random/win_rat\n", "metric 'tictactoe/random/win_rat'"),
-    ("{steps: 2}", "{a: []}", "direction: up\n", "must be max or min"),
+    ("{steps: 2}", "{a: []}", "direction: up\n", "must be one of max, min or empty, got 'up'"),
 ])
 def test_bad_selfplay_compare_configs_are_one_line_errors(tmp_path, capsys, tiny_ttt, budget, variants, extra, message):
     path = _selfplay_file(tmp_path, tiny_ttt, budget, variants, extra)

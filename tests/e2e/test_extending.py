@@ -91,6 +91,7 @@ from dataclasses import dataclass
 
 from stlm_selfplay.objectives.base import Batch, Objective, ObjectiveOutput
 from stlm_selfplay.objectives.registry import register
+from stlm_selfplay.options import option
 
 
 @register("toy_logit_l2")
@@ -99,7 +100,8 @@ class LogitL2(Objective):
 
     @dataclass
     class Options:
-        coef: float = 1.0
+        coef: float = option(1.0, "weight of the mean squared logit")
+        reduce: str = option("mean", "how the squares are reduced", choices=("mean",))
 
     def forward(self, output, batch: Batch) -> ObjectiveOutput:
         loss = self.options.coef * output.logits.float().square().mean()
@@ -121,6 +123,8 @@ def test_a_new_objective_is_one_file(plugin):
     assert out.metrics["loss"] == pytest.approx(out.metrics["ce/loss"] + 0.5 * by_hand, rel=1e-6)
     with pytest.raises(UserError, match="objective 'toy_logit_l2' has no option 'coeff'"):
         build_objectives([{"name": "toy_logit_l2", "coeff": 1.0}])
+    with pytest.raises(UserError, match="objective 'toy_logit_l2': reduce must be one of mean, got 'sum'"):
+        build_objectives([{"name": "toy_logit_l2", "reduce": "sum"}])
 
 
 TOY_SOURCE = '''

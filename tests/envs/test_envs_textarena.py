@@ -23,7 +23,7 @@ def _play(game_id: str, seed: int):
 def test_textarena_games_play_to_the_end_deterministically(game_id):
     game, episode = _play(game_id, 5)
     assert game.done and sum(game.rewards) == 0 and game.outcome in {("win", "loss"), ("loss", "win"), ("draw", "draw")}
-    assert all(t.result.legal for t in episode.turns)
+    assert all(m.result.legal for m in episode.moves)
     again, _ = _play(game_id, 5)
     assert again.history == game.history and again.rewards == game.rewards
     assert again.observation(0) == game.observation(0)

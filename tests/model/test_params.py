@@ -46,7 +46,7 @@ def test_flops_per_byte_of_a_plain_gpt_by_hand():
 
 
 def test_load_preset_errors_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="valid: stlm-100m, stlm-10m, stlm-50m, tiny"):
+    with pytest.raises(UserError, match="valid: micro, stlm-100m, stlm-10m, stlm-50m, tiny"):
         load_preset("stlm-20m")
     bad = tmp_path / "bad.yaml"
     bad.write_text("d_model: 64\nn_head: 4\n")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _selfplay_fixtures import selfplay_config, selfplay_overrides, tiny_random_model
+from conftest import tiny_model_overrides
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.mmd import update_magnet
@@ -125,9 +126,7 @@ def test_free_mode_is_a_one_line_user_error(tmp_path):
 # ----------------------------------------------------------------------------- in the loop
 
 # a fresh ~20k-parameter STLM (no pretraining: init seeded by run.seed)
-TINY = ["model.preset=tiny", "model.overrides.d_model=32", "model.overrides.n_layers=1", "model.overrides.n_heads=2",
-        "model.overrides.n_kv_heads=1", "model.overrides.d_ff=64", "model.overrides.d_local=16",
-        "model.overrides.local_heads=2", "model.overrides.patch_size=2", "model.overrides.max_seq_len=64"]
+TINY = tiny_model_overrides()
 KUHN = "[{games: {kuhn_poker: 1.0}, opponents: {self: 0.7, pool: 0.3}}]"
 
 

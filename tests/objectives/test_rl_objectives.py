@@ -236,7 +236,7 @@ def test_old_and_ref_values_outside_the_mask_are_ignored():
 
 
 def test_bad_rl_options_are_one_line_user_errors():
-    with pytest.raises(UserError, match="unknown loss_type 'bnpo2'") as err:
+    with pytest.raises(UserError, match="objective 'grpo': loss_type must be one of grpo, dr_grpo, dapo, got 'bnpo2'") as err:
         build_objective({"name": "grpo", "loss_type": "bnpo2"})
     assert "\n" not in str(err.value) and "dr_grpo" in str(err.value)
     with pytest.raises(UserError, match="has no option 'epsilon'"):

@@ -230,7 +230,7 @@ def test_selfplay_with_search_trains_on_visit_targets_and_resumes_exactly(tmp_pa
     (dict(objectives="[{name: reinforce}]"), "search_policy"),
     (dict(search="{simulations: 0}"), "search_policy"),
     (dict(search="{simulations: 4, c_puct: 0}"), "c_puct > 0"),
-    (dict(search="{simulations: 4, prior: uniformm}"), "prior must be one of model, uniform"),
+    (dict(search="{simulations: 4, prior: uniformm}"), "config key 'selfplay.search.prior' must be one of model, uniform, got 'uniformm'"),
     (dict(search="{simulations: 4, target_temperature: 0}"), "target_temperature must be > 0"),
 ])
 def test_search_misconfigurations_are_one_line_user_errors(tmp_path, overrides, message):
