@@ -17,8 +17,8 @@ the sequence-form policy gradient (MMD's "full feedback" up to the sampled deal)
 after h (a later hand's deal) enters through the true state, a one-sample expectation.
 
 Cost: each game's remaining tree once per legal action (Kuhn poker: at most 4 decision nodes),
-its prompts scored once per rollout (`prompt -> policy` cache, one batched `constrained_probs`
-call per tick for the prompts not yet seen). Games whose remaining tree exceeds `max_nodes` are
+its prompts scored once per rollout (`prompt -> policy` cache, one batched `score_choices` call
+per tick for the prompts not yet seen, through search.py's `ModelEvaluator.priors`). Games whose remaining tree exceeds `max_nodes` are
 refused (tic-tac-toe from the opening has ~550,000 nodes): this is for small games.
 `check_exact_values` refuses them when the config is checked (from each stage game's start),
 before a run folder is written. How the loss uses Q (and why it subtracts V): objectives/mmd.py.
@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.selfplay.evaluate import constrained_probs
-from stlm_selfplay.selfplay.opponents import LEARNER
 from stlm_selfplay.selfplay.policies import Decision, ModelPolicy, RolloutRandom
+from stlm_selfplay.selfplay.search import ModelEvaluator
 
 MAX_NODES = 10_000  # decision nodes enumerated below one turn at most
 
@@ -46,10 +45,11 @@ def wants_exact_values(objective) -> bool:
     return getattr(getattr(objective, "options", None), "values", "sampled") == "exact"
 
 
-def with_exact_values(policies: dict, objective) -> dict:
-    """`policies` with the learner's wrapped in `ExactValuesPolicy` when `objective` wants exact values."""
-    if wants_exact_values(objective) and LEARNER in policies:
-        policies[LEARNER] = ExactValuesPolicy(policies[LEARNER])
+def with_exact_values(policies: dict, objective, learner: str) -> dict:
+    """`policies` with the one named `learner` wrapped in `ExactValuesPolicy` when `objective`
+    wants exact values."""
+    if wants_exact_values(objective) and learner in policies:
+        policies[learner] = ExactValuesPolicy(policies[learner])
     return policies
 
 
@@ -60,6 +60,9 @@ def check_exact_values(sp) -> None:
     if sp.search.simulations > 0:
         raise UserError("values: exact needs the learner's own policy, not search; set selfplay.search.simulations: 0 "
                         "or values: sampled")
+    if any(stage.temperature <= 0 for stage in sp.stages):
+        raise UserError("values: exact values the stages' sampled policy; set every stage's temperature > 0 "
+                        "(greedy rollouts) or values: sampled")
     if sp.advantages.drop_zero:
         raise UserError("values: exact trains every turn (its Q does not need a nonzero sampled advantage); "
                         "set selfplay.advantages.drop_zero: false")
@@ -137,8 +140,10 @@ class ExactValuesPolicy:
             if prompt not in self.cache:
                 new.setdefault(prompt, node)
         if new:
-            probs = constrained_probs(self.inner.model, list(new.values()), self.inner.temperature)
-            self.cache.update(zip(new, probs))
+            nodes = list(new.values())
+            priors = ModelEvaluator(self.inner.model, self.inner.temperature, self.inner.style).priors(nodes, list(new))
+            self.cache.update((prompt, dict(zip(node.legal_actions(), probs)))
+                              for (prompt, node), probs in zip(new.items(), priors))
         for game, decision in zip(games, decisions):
             decision.action_values = action_values(game, self.policy_of)
         return decisions

@@ -254,7 +254,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
             policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes,
                                       sp.search, routing)
-            policies = with_exact_values(policies, rl_objective)  # mmd values: exact (selfplay/action_values.py)
+            policies = with_exact_values(policies, rl_objective, LEARNER)  # mmd values: exact (selfplay/action_values.py)
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]

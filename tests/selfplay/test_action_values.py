@@ -77,7 +77,7 @@ def test_values_reach_the_batch_row_by_row_and_only_the_learner_is_wrapped():
     assert batch.extras["action_values"].tolist() == pytest.approx(expected)
     assert batch.extras["groups"].tolist() == [0, 0, 1, 1]
     objective = type("O", (), {"options": type("Opt", (), {"values": "exact"})()})()
-    policies = with_exact_values({"learner": ModelPolicy(model), "pool/step_0": ModelPolicy(model)}, objective)
+    policies = with_exact_values({"learner": ModelPolicy(model), "pool/step_0": ModelPolicy(model)}, objective, "learner")
     assert isinstance(policies["learner"], ExactValuesPolicy) and isinstance(policies["pool/step_0"], ModelPolicy)
 
 
@@ -93,6 +93,7 @@ def _exact_config(tmp_path, stages, **selfplay):
     ("[{games: {kuhn_poker: 1.0}, opponents: {self: 1.0}}]",
      {"objectives": "[{name: mmd, values: exact, surrogate: ppo}]"}, "surrogate: pg"),
     ("[{games: {kuhn_poker: 1.0}, opponents: {self: 1.0}}]", {"objectives": "[{name: mmd, values: exakt}]"}, "exact"),
+    ("[{games: {kuhn_poker: 1.0}, opponents: {self: 1.0}, temperature: 0}]", {}, "temperature > 0"),
 ])
 def test_bad_exact_values_configs_are_one_line_user_errors(tmp_path, stages, selfplay, message):
     from stlm_selfplay.selfplay.config import check_selfplay
