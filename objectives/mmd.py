@@ -20,11 +20,28 @@ so both KL terms are exact sums, not samples:
     KL_t(q || rho) = sum_b q_b (log q_b - log rho_b)
     KL_t(q || o)   = sum_b q_b (log q_b - log o_b)
 
-The loss per turn t, with a = the played action and A_t its advantage:
+The loss per turn t. With values: sampled (a = the played action, A_t its advantage from
+selfplay/advantages.py):
 
     surrogate: pg   l_t = -A_t log q_a
                ppo  l_t = -min(r_t A_t, clip(r_t, 1 - epsilon, 1 + epsilon) A_t),  r_t = q_a / o_a
+
+With values: exact (Q_b = Q(h_t, b), every legal action's exact value under the rollout policy,
+selfplay/action_values.py; the surrogate is not used):
+
+    l_t = -sum_b q_b (Q_b - V_t),   V_t = sum_b o_b Q_b        (all actions, no sampled action)
+
+and in both cases
+
     l_t += alpha(step) KL_t(q || rho) + prox_coef KL_t(q || o)        (prox_coef plays 1 / eta)
+
+so that with exact values each turn's loss is MMD's step objective itself, -<q, Q> plus the two
+KLs, up to the constant V_t. The baseline V_t: since sum_b dq_b = 0, subtracting any constant
+from every Q_b leaves the gradient of every sample unchanged (not only its expectation, as for a
+sampled action), so it buys no variance here; it is kept because it makes l_t's policy part the
+exact advantage of q over the behaviour policy o, 0 at the first optimizer step of an update and
+falling as q improves on o (the `loss` metric then reads as an improvement, not as chips won).
+Q is in chips, not normalised like A_t: its scale is the game's payoff scale.
 
 reduced over turns by `loss_type` (dapo: sum over turns / turns in the update) and minus the shared
 entropy bonus (RLOptions; usually 0 here: with magnet uniform, alpha KL(q || rho) = alpha (log n_t - H_t)
@@ -48,9 +65,12 @@ magnet_every = 0 keeps the initial policy as the magnet for the whole run.
 
 Batch fields read (constrained self-play batches, selfplay/batch.py; beside objectives/rl.py's):
   extras['ref_logq']   [B] log rho_b of each candidate row under the magnet model (selfplay/update.py)
-  extras['old_probs']  [B] o_b of each candidate row (each turn's rows sum to 1; needed if prox_coef > 0)
+  extras['old_probs']  [B] o_b of each candidate row (each turn's rows sum to 1; needed if prox_coef > 0
+                       or values: exact)
+  extras['action_values']  [B] Q_b of each candidate row (values: exact; Decision.action_values)
 
-Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn.
+Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn;
+values: exact also q_spread (mean_t sum_b o_b |Q_b - V_t|, how much the choice matters).
 """
 
 from __future__ import annotations
@@ -68,11 +88,21 @@ from stlm_selfplay.options import option
 
 MAGNETS = ("policy", "uniform")
 SURROGATES = ("pg", "ppo")
+VALUES = ("sampled", "exact")
 
 
 def turn_kl(logq: torch.Tensor, logr: torch.Tensor, groups: torch.Tensor, n_turns: int) -> torch.Tensor:
     """KL_t(q || r) = sum_{b in turn t} q_b (log q_b - log r_b), per turn [n_turns], from per-row log-probs [B]."""
     return torch.zeros(n_turns, device=logq.device, dtype=logq.dtype).index_add(0, groups, logq.exp() * (logq - logr))
+
+
+def exact_policy_term(logq: torch.Tensor, values: torch.Tensor, old_probs: torch.Tensor, groups: torch.Tensor,
+                      n_turns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """values: exact. (l_t = -sum_b q_b (Q_b - V_t) [n_turns], V_t = sum_b o_b Q_b [n_turns]) from
+    per-row log q, Q and o [B]."""
+    zeros = torch.zeros(n_turns, device=logq.device, dtype=logq.dtype)
+    v = zeros.index_add(0, groups, old_probs * values)
+    return -zeros.index_add(0, groups, logq.exp() * (values - v[groups])), v
 
 
 def uniform_logq(groups: torch.Tensor, n_turns: int) -> torch.Tensor:
@@ -110,9 +140,17 @@ class MMD(PolicyGradientObjective):
         surrogate: str = option("pg", "pg (-A log pi(a)) or ppo (clipped ratio pi(a) / pi_behaviour(a))",
                                 choices=SURROGATES)
         epsilon: float = option(0.2, "ppo surrogate's clip range")
+        values: str = option("sampled", "policy term: sampled (the surrogate on the played action with its advantage "
+                             "from selfplay.advantages) or exact (-sum_b q_b (Q_b - V): every legal action's exact "
+                             "value by enumerating the rest of the game under the learner's policy, "
+                             "selfplay/action_values.py; small games such as kuhn_poker only; needs surrogate: pg, "
+                             "which it replaces)", choices=VALUES)
 
         def __post_init__(self):
             super().__post_init__()
+            if self.values == "exact" and self.surrogate != "pg":
+                raise UserError("mmd values: exact replaces the sampled surrogate by the all-action term; set "
+                                "surrogate: pg (prox_coef > 0 keeps several optimizer steps near the rollout policy)")
             if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every) < 0:
                 raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps and magnet_every "
                                 "must be >= 0")
@@ -163,8 +201,20 @@ class MMD(PolicyGradientObjective):
         logp = logq[chosen][torch.argsort(turns)].unsqueeze(1)  # [N_turns, 1], turn order
         mask = torch.ones_like(logp)
         entropy = policy_entropy(output, batch) if o.entropy_weight(batch.step) != 0.0 else None
-        out = self.loss_from_logprobs(logp, mask, batch, entropy)
+        term, spread = None, None
+        if o.values == "exact":
+            if "action_values" not in batch.extras or "old_probs" not in batch.extras:
+                raise ValueError("objective 'mmd' with values: exact needs batch.extras['action_values'] and "
+                                 "['old_probs'] (selfplay/action_values.py fills them)")
+            values = batch.extras["action_values"].to(logq.device, logq.dtype)
+            old_probs = batch.extras["old_probs"].to(logq.device, logq.dtype)
+            term, v = exact_policy_term(logq, values, old_probs, groups, n_turns)
+            spread = torch.zeros_like(v).index_add(0, groups, old_probs * (values - v[groups]).abs())
+            term = term.unsqueeze(1)
+        out = self.loss_from_logprobs(logp, mask, batch, entropy, policy_term=term)
         loss, metrics = out.loss, out.metrics
+        if spread is not None:
+            metrics["q_spread"] = float(spread.mean())
         max_len = o.max_completion_length or int(batch.extras.get("max_action_len", 0))
         num_items = batch.extras.get("num_items")
         alpha = o.alpha_weight(batch.step)

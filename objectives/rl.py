@@ -246,8 +246,9 @@ class PolicyGradientObjective(Objective):
         entropy = policy_entropy(output, batch) if self.options.entropy_weight(batch.step) != 0.0 else None
         return self.loss_from_logprobs(logp, mask, batch, entropy)
 
-    def loss_from_logprobs(self, logp, mask, batch: Batch, entropy=None) -> ObjectiveOutput:
-        """The loss given policy log-probs [N, L] (and entropy [N, L] when the bonus is on)."""
+    def loss_from_logprobs(self, logp, mask, batch: Batch, entropy=None, policy_term=None) -> ObjectiveOutput:
+        """The loss given policy log-probs [N, L] (and entropy [N, L] when the bonus is on);
+        `policy_term` [N, L] replaces `policy_loss`'s per-token term (mmd's values: exact)."""
         o = self.options
         if batch.advantages is None:
             raise ValueError(f"objective '{self.name}' needs batch.advantages")
@@ -258,7 +259,7 @@ class PolicyGradientObjective(Objective):
         old = per_target(batch.old_logprobs, logp)
         old = logp.detach() if old is None else torch.where(valid, old, logp.detach())
         ratio = torch.exp(logp - old)
-        per_token, flags = self.policy_loss(logp, ratio, adv)
+        per_token, flags = self.policy_loss(logp, ratio, adv) if policy_term is None else (policy_term, {})
         metrics = {name: masked_mean(flag.float(), mask) for name, flag in flags.items()}
         if o.beta != 0.0:
             ref = per_target(batch.ref_logprobs, logp)

@@ -8,7 +8,8 @@ action bytes; `extras['groups']` maps rows to turns and `extras['chosen']` marks
 was played; `old_logprobs` is the rollout's log pi(chosen) per turn, `extras['old_probs']` each
 row's probability under the rollout's policy (Decision.probs). Turns chosen by search
 (selfplay/search.py) also carry `extras['search_probs']`, each row's root visit share (the
-`search_policy` objective's target; each turn's rows sum to 1).
+`search_policy` objective's target; each turn's rows sum to 1), and turns with exact values
+(selfplay/action_values.py) `extras['action_values']`, each row's Q(h, b).
 
 Rows are right-padded with PAD (the model counts patches from each row's first real byte, so
 the padding side does not change a row's log-probs).
@@ -66,6 +67,9 @@ def turns_to_batch(
         if all(t.decision.search_probs is not None for t in turns):
             extras["search_probs"] = torch.tensor([p for t in turns for p in t.decision.search_probs],
                                                   dtype=torch.float32)
+        if all(t.decision.action_values is not None for t in turns):  # mmd values: exact
+            extras["action_values"] = torch.tensor([q for t in turns for q in t.decision.action_values],
+                                                   dtype=torch.float32)
     else:
         rows = [(t.prompt, t.action) for t in turns]
         width = max(len(p) + len(a) for p, a in rows)

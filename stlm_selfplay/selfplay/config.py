@@ -199,6 +199,7 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     from stlm_selfplay.envs import GAMES, list_players
     from stlm_selfplay.objectives import build_objectives
     from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
+    from stlm_selfplay.selfplay.action_values import check_exact_values, wants_exact_values
 
     for name in ("updates", "games_per_update", "ppo_epochs", "minibatches", "micro_batch_turns", "lr"):
         _positive(name, getattr(cfg, name))
@@ -246,6 +247,8 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
         raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
                         "exact sums over the legal actions)")
+    if any(wants_exact_values(o) for o in objectives.objectives):
+        check_exact_values(cfg)
     if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
                         f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")

@@ -52,6 +52,7 @@ from stlm_selfplay.objectives.value import explained_variance
 from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
                                 save_config)
 from stlm_selfplay.selfplay import ratings as R
+from stlm_selfplay.selfplay.action_values import with_exact_values
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
 from stlm_selfplay.selfplay.batch import turn_values
 from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
@@ -253,6 +254,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
             policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes,
                                       sp.search, routing)
+            policies = with_exact_values(policies, rl_objective, LEARNER)  # mmd values: exact (selfplay/action_values.py)
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]

@@ -41,6 +41,8 @@ class Decision:
     byte_logprobs: list[float] = field(default_factory=list)  # free: per written byte
     search_probs: list[float] | None = None  # search (selfplay/search.py): the root visit distribution
     #                                          over candidates, the `search_policy` objective's target
+    action_values: list[float] | None = None  # mmd values: exact: Q(h, b) of each candidate for the mover
+    #                                          (selfplay/action_values.py)
     images: list["Decision"] | None = None  # search with `symmetries`: the same decision in each image
     #                                        of the position under the game's symmetries (extra targets)
 
