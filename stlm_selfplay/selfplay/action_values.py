@@ -16,7 +16,7 @@ expected return of the turn given h, and its gradient in pi an unbiased, all-act
 the sequence-form policy gradient (MMD's "full feedback" up to the sampled deal). A chance event
 after h (a later hand's deal) enters through the true state, a one-sample expectation.
 
-Cost: each game's remaining tree once per legal action (Kuhn poker: at most 4 decision nodes),
+Cost: each game's remaining tree once per legal action (Kuhn poker: at most 3 decision nodes),
 its prompts scored once per rollout (`prompt -> policy` cache, one batched `score_choices` call
 per tick for the prompts not yet seen, through search.py's `ModelEvaluator.priors`). Games whose remaining tree exceeds `max_nodes` are
 refused (tic-tac-toe from the opening has ~550,000 nodes): this is for small games.

@@ -17,6 +17,17 @@ def test_kuhn_recipe_loads_with_entropy_bonus_and_no_bot_in_the_mix(repo_root):
     assert objective["name"] == "reinforce" and objective["entropy_coef"] > 0
 
 
+def test_kuhn_exact_recipe_loads_and_uses_exact_values_on_a_schedule_laid_out_over_its_updates(repo_root):
+    cfg = load_config(repo_root / "configs" / "selfplay" / "kuhn-exact.yaml", ["selfplay.init_from=somewhere"])
+    check_selfplay(cfg.selfplay)
+    (objective,) = cfg.selfplay.objectives
+    assert objective["name"] == "mmd" and objective["values"] == "exact" and objective["surrogate"] == "pg"
+    assert objective["entropy_coef"] > 0  # without it the policy saturates card-blind (RESULTS.md)
+    assert objective["entropy_decay_steps"] == cfg.selfplay.updates * cfg.selfplay.ppo_epochs * cfg.selfplay.minibatches
+    (stage,) = cfg.selfplay.stages
+    assert stage.games == {"kuhn_poker": 1.0} and stage.mode == "constrained" and stage.temperature == 1.0
+
+
 def test_entropy_bonus_anneals_linearly_over_optimizer_steps():
     """c(step) = c_final + (c0 - c_final) * max(0, 1 - step / decay): with c0 = 0.5, c_final = 0.1
     and decay = 100, c = 0.5, 0.3, 0.1, 0.1 at steps 0, 50, 100, 500. With zero advantages the
