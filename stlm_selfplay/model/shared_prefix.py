@@ -90,9 +90,13 @@ def shared_prefix_trunk(model, layout: PatchLayout, groups: torch.Tensor) -> tor
     packed sequences read. `model`: an STLMForCausalLM whose trunk has no routed layers."""
     n_rows, n = layout.enc_ids.shape[:2]
     src, pos, mask, dest = (t.to(layout.enc_ids.device) for t in pack(layout, groups.cpu()))
-    used = torch.unique(src[src < n_rows * n])
-    pick = lambda t: None if t is None else t.reshape(n_rows * n, *t.shape[2:])[used][None]  # noqa: E731
-    encoded = model.encode_patches(pick(layout.enc_ids), pick(layout.enc_valid), pick(layout.enc_ngrams))[0]
+    used = torch.unique(src[src < n_rows * n])  # the [R*N] patches some packed sequence reads
+
+    def used_patches(grid: torch.Tensor | None) -> torch.Tensor | None:  # [R, N, ...] -> [1, U, ...]
+        return None if grid is None else grid.reshape(n_rows * n, *grid.shape[2:])[used][None]
+
+    encoded = model.encode_patches(used_patches(layout.enc_ids), used_patches(layout.enc_valid),
+                                   used_patches(layout.enc_ngrams))[0]
     flat = encoded.new_zeros(n_rows * n + 1, encoded.shape[-1]).index_copy(0, used, encoded)
     state, _ = model.trunk(flat[src], pos, attn_mask=mask)
     d = state.shape[-1]
