@@ -16,7 +16,7 @@ windows of their own context; (d) on the same val documents tokenised, its summe
 divided by their UTF-8 bytes (separators left out on both sides).
 
     python benchmarks/bench_lm.py [--quick] [--data shakespeare|stdlib|FILE] [--seconds S] [--seeds N]
-                                  [--threads T] [--variants b,c,d] [--set KEY=VALUE ...]
+                                  [--threads T] [--variants b,c,d] [--scale PRESET] [--set KEY=VALUE ...]
 
 `--data stdlib` is the running Python's standard-library sources (`data/stdlib_corpus.py`, fixed
 held-out files as val); the JSON states what was read. `--set c.ngram_max=8 d.vocab=4096 ...`
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +51,7 @@ from stlm_selfplay.data.cache import prepare_data, read_meta  # noqa: E402
 from stlm_selfplay.data.loader import BatchStream, PackedSequences, val_sequences  # noqa: E402
 from stlm_selfplay.data.packing import DTYPE, ShardWriter  # noqa: E402
 from stlm_selfplay.model import STLMConfig, STLMForCausalLM  # noqa: E402
+from stlm_selfplay.model.config import preset_path  # noqa: E402
 from stlm_selfplay.model.bpe_baseline import EOT, BPEBaselineLM, bpe_nll, token_stream, train_bpe  # noqa: E402
 from stlm_selfplay.model.tokenizer import EOS_ID, NUM_BYTES  # noqa: E402
 from stlm_selfplay.train.evaluate import nll_sums  # noqa: E402
@@ -78,7 +80,25 @@ VARIANTS = {
     "d": {"label": "(d) BPE baseline, (b)'s trunk", "kind": "bpe", "model": dict(PLAIN, **TRUNK, d_local=128,
           local_heads=4), "vocab": 2048, "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100},
 }
+# `--scale PRESET` (e.g. stlm-10m): every variant gets the preset's trunk (TRUNK_FIELDS); (c) also its
+# patching and local modules, (b) and (d) stay plain (d_local = d_model). Training settings at a
+# preset scale: the byte variants read 4,096 bytes per step ((c) at the preset's 1,024-byte context,
+# (b) at 512 bytes: attention over 1,024 single-byte positions would cost (b) ~45% more per byte),
+# (d) 4 x 320 tokens (~1,000 bytes of context on English or Python text); one lr for all three.
+TRUNK_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")
+SCALE_TRAIN = {"a": {}, "b": dict(seq_len=512, batch=8, lr=2e-3), "c": dict(seq_len=1024, batch=4, lr=2e-3),
+               "d": dict(seq_len=320, batch=4, lr=2e-3)}
 QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=64, local_heads=2)
+
+
+def apply_scale(variants: dict, preset: str) -> None:
+    """Give every variant the trunk of model preset `preset` (module comment above SCALE_TRAIN)."""
+    fields = yaml.safe_load(preset_path(preset).read_text())
+    fields.pop("max_seq_len", None)
+    trunk = {k: fields[k] for k in TRUNK_FIELDS}
+    for name, spec in variants.items():
+        spec["model"].update(fields if name == "c" else dict(trunk, d_local=trunk["d_model"], local_heads=trunk["n_heads"]))
+        spec.update(SCALE_TRAIN[name])
 
 
 def apply_sets(variants: dict, sets: list[str]) -> None:
@@ -219,9 +239,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--variants", default="b,c,d", help="which variants to run, comma-separated (a, b, c, d)")
+    parser.add_argument("--scale", default="", help="a model preset (stlm-10m, ...) whose trunk every variant takes; "
+                        "default: the ~0.8M models written in VARIANTS")
     parser.add_argument("--set", nargs="*", default=[], help="overrides such as c.ngram_max=8 d.vocab=4096 b.lr=3e-3")
     args = parser.parse_args()
     variants = {k: {**TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in VARIANTS.items()}
+    if args.scale:
+        apply_scale(variants, args.scale)
     if args.quick:
         args.seconds, args.seeds = 0.5, 1
         for spec in variants.values():

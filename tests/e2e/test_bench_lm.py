@@ -37,3 +37,28 @@ def test_quick_on_the_standard_library_states_what_it_read(tmp_path):
     corpus = payload["corpus"]
     assert corpus["corpus"] == "python standard library" and corpus["train_files"] == 40
     assert "argparse.py" in corpus["val_files"] and corpus["val_bytes"] > 100_000
+
+
+def test_scale_gives_every_variant_the_preset_trunk_and_keeps_b_and_d_plain():
+    import importlib.util
+
+    from stlm_selfplay.model import STLMConfig
+    from stlm_selfplay.model.config import load_preset
+
+    spec = importlib.util.spec_from_file_location("bench_lm_under_test", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = {k: {**v, "model": dict(v["model"])} for k, v in bench.VARIANTS.items()}
+    bench.apply_scale(variants, "stlm-10m")
+    preset = load_preset("stlm-10m")
+    for name, spec_ in variants.items():
+        config = STLMConfig(**spec_["model"], max_seq_len=spec_["seq_len"])
+        assert (config.d_model, config.n_layers, config.n_heads, config.n_kv_heads, config.d_ff) == (384, 6, 6, 2, 1024)
+        if name == "c":  # the preset itself: pooled, its narrow local modules
+            assert (config.patch_size, config.d_local, config.n_local_decoder_layers) == (4, 128, 2)
+            assert config == load_preset("stlm-10m", max_seq_len=spec_["seq_len"])
+        else:  # plain: one byte per trunk position, no local blocks
+            assert (config.patch_size, config.d_local, config.n_local_encoder_layers) == (1, 384, 0)
+    # the byte variants read the same bytes per step
+    assert variants["b"]["seq_len"] * variants["b"]["batch"] == variants["c"]["seq_len"] * variants["c"]["batch"]
+    assert preset.max_seq_len == variants["c"]["seq_len"]
