@@ -63,7 +63,7 @@ VIRTUAL_STEPS = 10_000  # schedule resolution of the time-budgeted variants
 
 PLAIN = dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0)
 TRUNK = dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=344)
-TRAIN_DEFAULTS = dict(optimizer="adamw", muon_lr=0.02, schedule="cosine", kind="byte")
+TRAIN_DEFAULTS = dict(optimizer="adamw", muon_lr=0.02, muon_scope="trunk", schedule="cosine", kind="byte")
 # Each variant: model fields, then training settings (seq_len = context in ids, steps = 0 -> train
 # for the budget). (b) and (c) were picked by short one-seed runs (benchmarks/RESULTS.md,
 # bench_lm): lr 2e-3 over 3e-3 and 128 over 192 wide for (b); for (c) a 128-wide trunk with
@@ -178,7 +178,8 @@ def build(spec: dict, bpe: dict | None):
 def train(spec: dict, model, loss_fn, data: PackedSequences, seconds: float, seed: int) -> dict:
     """`spec['steps']` steps (capped at `seconds`), or for `seconds` if steps == 0."""
     optimizer = build_optimizer(model, OptimizerConfig(name=spec["optimizer"], lr=spec["lr"], betas=[0.9, 0.99],
-                                                       weight_decay=0.1, muon_lr=spec["muon_lr"]), torch.device("cpu"))
+                                                       weight_decay=0.1, muon_lr=spec["muon_lr"],
+                                                       muon_scope=spec["muon_scope"]), torch.device("cpu"))
     fixed_steps = spec["steps"]
     schedule = ScheduleConfig(steps=fixed_steps or VIRTUAL_STEPS, kind=spec["schedule"], min_lr_ratio=0.1,
                               warmup_steps=spec["warmup"] if fixed_steps else round(VIRTUAL_STEPS * spec["warmup"] / 2000))

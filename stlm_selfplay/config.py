@@ -96,6 +96,9 @@ class OptimizerConfig:
     weight_decay: float = option(0.1, "decoupled weight decay; never applied to norms, biases, embeddings")
     muon_lr: float = option(0.02, "peak Muon learning rate (name: muon)")
     muon_momentum: float = option(0.95, "Muon momentum (name: muon)")
+    muon_scope: str = option("trunk", "name: muon: which 2-D linear weights Muon updates: trunk (the patch-level "
+                             "blocks), or all (the local encoder and decoder too); embeddings and heads stay AdamW",
+                             choices=("trunk", "all"))
     grad_clip: float = option(1.0, "clip the global gradient norm to this (0 disables)")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
 

@@ -2,8 +2,10 @@
 
 Parameter groups (`split_parameters`):
 - no decay: tensors with ndim < 2 (norms, biases, scalars) and embedding tables;
-- muon (optimizer.name = muon): the 2-D weights of the trunk's linear layers, updated by
-  `torch.optim.Muon` (orthogonalised momentum); everything else stays with AdamW;
+- muon (optimizer.name = muon): the 2-D weights of the trunk's linear layers (muon_scope: trunk),
+  or of every linear layer with both sides wider than 1 (muon_scope: all: the local encoder and
+  decoder too), updated by `torch.optim.Muon` (orthogonalised momentum); everything else
+  (embeddings, the tied byte head, norms, biases, 1-wide heads) stays with AdamW;
 - decay: every other tensor, AdamW with decoupled weight decay.
 
 Schedule (`lr_factor`), with w = warmup_steps, S = steps, r = min_lr_ratio, p = (s - w) / (S - w):
@@ -27,11 +29,12 @@ import torch
 from torch import nn
 
 
-def split_parameters(model: nn.Module, use_muon: bool) -> dict[str, list[tuple[str, nn.Parameter]]]:
+def split_parameters(model: nn.Module, use_muon: bool, muon_scope: str = "trunk") -> dict[str, list[tuple[str, nn.Parameter]]]:
     """{'decay': [...], 'no_decay': [...], 'muon': [...]} of (name, parameter), each trainable tensor once."""
     embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     trunk_linear = {id(m.weight) for name, m in model.named_modules()
-                    if isinstance(m, nn.Linear) and is_trunk_module(name)}
+                    if isinstance(m, nn.Linear)
+                    and (is_trunk_module(name) or (muon_scope == "all" and min(m.weight.shape) > 1))}
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {"decay": [], "no_decay": [], "muon": []}
     for name, p in model.named_parameters():  # shared (tied) tensors appear once
         if not p.requires_grad:
@@ -79,8 +82,8 @@ class OptimizerList:
 
 
 def build_optimizer(model: nn.Module, cfg, device: torch.device) -> OptimizerList:
-    """AdamW (fused on CUDA) over decay/no-decay groups, plus Muon for trunk matrices if asked."""
-    groups = split_parameters(model, use_muon=cfg.name == "muon")
+    """AdamW (fused on CUDA) over decay/no-decay groups, plus Muon for trunk (or all) matrices if asked."""
+    groups = split_parameters(model, use_muon=cfg.name == "muon", muon_scope=cfg.muon_scope)
     adam_groups = [
         {"params": [p for _, p in groups["decay"]], "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
         {"params": [p for _, p in groups["no_decay"]], "weight_decay": 0.0, "peak_lr": cfg.lr},

@@ -72,3 +72,14 @@ def test_set_lr_scales_each_groups_peak():
     opt = build_optimizer(StandIn(), OptimizerConfig(name="muon", lr=0.01, muon_lr=0.02), torch.device("cpu"))
     set_lr(opt, 0.5)
     assert sorted(g["lr"] for g in opt.param_groups) == [0.005, 0.005, 0.01]
+
+
+def test_muon_scope_all_adds_the_local_matrices_but_not_embeddings_or_one_wide_heads():
+    model = StandIn()
+    model.value = nn.Linear(8, 1)  # a 1-wide head: orthogonalising one row would only normalise it
+    groups = split_parameters(model, use_muon=True, muon_scope="all")
+    assert names(groups["muon"]) == ["local.weight", "trunk.0.weight"]
+    assert names(groups["decay"]) == ["value.weight"] and "embed.weight" in names(groups["no_decay"])
+    opt = build_optimizer(model, OptimizerConfig(name="muon", muon_scope="all"), torch.device("cpu"))
+    assert {id(p) for g in opt.optimizers[1].param_groups for p in g["params"]} == {id(model.local.weight),
+                                                                                   id(model.trunk[0].weight)}
