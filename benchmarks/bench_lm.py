@@ -68,17 +68,20 @@ TRAIN_DEFAULTS = dict(optimizer="adamw", muon_lr=0.02, muon_scope="trunk", sched
 # for the budget). (b) and (c) were picked by short one-seed runs (benchmarks/RESULTS.md,
 # bench_lm): lr 2e-3 over 3e-3 and 128 over 192 wide for (b); for (c) a 128-wide trunk with
 # 96-wide local modules, a 2-layer local decoder and 8 x 128-byte sequences. (d)'s context is in
-# tokens (~4 bytes each on English text), vocab its BPE vocabulary size.
+# tokens (~4 bytes each on English text), vocab its BPE vocabulary size. Muon (lr 0.02) for every
+# matrix was the one issue-14 lever that paid for both (b) and (c) in 136 s (RESULTS.md, "tuning the
+# three variants"): (b) and (d) use it on their trunk, (c) on its local modules too (muon_scope all).
 VARIANTS = {
     "a": {"label": "(a) nanoGPT CPU recipe, our P=1", "model": dict(PLAIN, **TRUNK, d_local=128, local_heads=4),
           "seq_len": 64, "batch": 12, "lr": 1e-3, "steps": 2000, "warmup": 100},
     "b": {"label": "(b) plain byte GPT (P=1)", "model": dict(PLAIN, **TRUNK, d_local=128, local_heads=4),
-          "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100},
+          "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100, "optimizer": "muon"},
     "c": {"label": "(c) pooled STLM (P=4)", "model": dict(TRUNK, patch_size=4, d_local=96, local_heads=2,
           n_local_encoder_layers=1, n_local_decoder_layers=2), "seq_len": 128, "batch": 8, "lr": 3e-3, "steps": 0,
-          "warmup": 100},
+          "warmup": 100, "optimizer": "muon", "muon_scope": "all"},
     "d": {"label": "(d) BPE baseline, (b)'s trunk", "kind": "bpe", "model": dict(PLAIN, **TRUNK, d_local=128,
-          local_heads=4), "vocab": 2048, "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100},
+          local_heads=4), "vocab": 2048, "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100,
+          "optimizer": "muon"},
 }
 # `--scale PRESET` (e.g. stlm-10m): every variant gets the preset's trunk (TRUNK_FIELDS); (c) also its
 # patching and local modules, (b) and (d) stay plain (d_local = d_model). Training settings at a
