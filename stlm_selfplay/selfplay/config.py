@@ -22,8 +22,9 @@ stages want different values (RL fine-tuning runs at a far smaller lr, and its c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from stlm_selfplay.errors import UserError, closest, unknown_name
 from stlm_selfplay.options import check_choices, option
@@ -65,6 +66,19 @@ class StageConfig:
     until_metric: str = option("", "eval metric that ends the stage when >= until_value, e.g. "
                                "\"tictactoe/random/win_rate\" or \"tictactoe/optimal_rate\"; \"\" = none")
     until_value: float = option(0.0, "threshold for until_metric")
+    # per-stage training settings (selfplay/phases.py): null = the run-level option of the same name
+    objectives: Optional[List[Dict[str, Any]]] = option(None, "this stage's objectives, as selfplay.objectives (null = "
+                                                        "the run's); where a stage's objectives, search or replay "
+                                                        "differ from the previous stage's, they start afresh: new "
+                                                        "objective state, the KL reference / mmd magnet = the learner "
+                                                        "at the stage start, schedules in optimizer steps (entropy, "
+                                                        "alpha) and magnet_every counted from the stage start")
+    search: Optional[SearchConfig] = option(None, "this stage's search, as selfplay.search (null = the run's), e.g. "
+                                            "{simulations: 256, prior: uniform} for a tic-tac-toe stage, "
+                                            "{simulations: 0} to turn it off")
+    replay: Optional[ReplayConfig] = option(None, "this stage's replay, as selfplay.replay (null = the run's); the "
+                                            "buffer carries into a next stage that also replays and is dropped by "
+                                            "one that does not")
 
 
 def default_stage() -> StageConfig:
@@ -178,6 +192,23 @@ class SelfPlayConfig:
                                   "batch_turns per step, steps_per_update steps per update", factory=ReplayConfig)
 
 
+STAGE_TRAINING = ("objectives", "search", "replay")  # run-level options a stage may set for itself
+
+
+def stage_settings(cfg: SelfPlayConfig, index: int) -> SelfPlayConfig:
+    """The run as stage `index` trains: `cfg` with that stage's objectives, search and replay in
+    place of the run-level ones where it sets them (the stage list unchanged)."""
+    stage = cfg.stages[index]
+    return dataclasses.replace(cfg, **{k: getattr(stage, k) for k in STAGE_TRAINING if getattr(stage, k) is not None})
+
+
+def same_training(cfg: SelfPlayConfig, a: int, b: int) -> bool:
+    """Whether stages `a` and `b` train with equal objectives, search and replay (one phase,
+    selfplay/phases.py, when they are consecutive)."""
+    x, y = stage_settings(cfg, a), stage_settings(cfg, b)
+    return all(getattr(x, k) == getattr(y, k) for k in STAGE_TRAINING)
+
+
 def steps_per_update(cfg: SelfPlayConfig) -> int:
     """Optimizer steps per update: replay.steps_per_update with replay, else ppo_epochs x minibatches."""
     return cfg.replay.steps_per_update if cfg.replay.capacity else cfg.ppo_epochs * cfg.minibatches
@@ -197,9 +228,6 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
     """Value checks the types cannot express; raises a one-line `UserError`. With `value_head`
     (whether the model to improve has one; None = not known yet) also `check_value_head`."""
     from stlm_selfplay.envs import GAMES, list_players
-    from stlm_selfplay.objectives import build_objectives
-    from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
-    from stlm_selfplay.selfplay.action_values import check_exact_values, wants_exact_values
 
     for name in ("updates", "games_per_update", "ppo_epochs", "minibatches", "micro_batch_turns", "lr"):
         _positive(name, getattr(cfg, name))
@@ -237,21 +265,11 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
                             f"got {stage.random_opening}")
         if stage.until_metric and i == len(cfg.stages) - 1:
             raise UserError(f"{where}.until_metric: the last stage runs to selfplay.updates; it cannot end early")
-    objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
-    rl = [o.name for o in objectives.objectives if is_rl(o) or o.name == SEARCH_OBJECTIVE]
-    if len(rl) != 1:
-        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}, "
-                        f"or {SEARCH_OBJECTIVE} with selfplay.search), got {rl or 'none'}")
-    check_search_setup(cfg, rl[0])
-    check_replay(cfg.replay, rl[0], VALUE_OBJECTIVE in [o.name for o in objectives.objectives])
-    if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
-        raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
-                        "exact sums over the legal actions)")
-    if any(wants_exact_values(o) for o in objectives.objectives):
-        check_exact_values(cfg)
-    if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
-        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
-                        f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
+    for where, view, indices in training_groups(cfg):  # each stage's objectives, search and replay
+        try:
+            check_training(view, indices)
+        except UserError as err:
+            raise (err if where == "selfplay" else at_stage(err, where)) from None
     if cfg.advantages.estimator in ("rloo", "group") and cfg.advantages.group_size < 2:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} compares games sharing a seed; "
                         "set selfplay.advantages.group_size >= 2")
@@ -262,7 +280,52 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
         check_value_head(cfg, value_head)
 
 
-def check_search_setup(cfg: SelfPlayConfig, policy_objective: str) -> None:
+def training_groups(cfg: SelfPlayConfig) -> list[tuple[str, SelfPlayConfig, list[int]]]:
+    """(where, the run as those stages train, their indices): the stages that set none of
+    STAGE_TRAINING together under the run-level options ("selfplay"), then each stage that sets
+    any alone ("selfplay.stages[i]", `stage_settings`)."""
+    own = [i for i, stage in enumerate(cfg.stages) if any(getattr(stage, k) is not None for k in STAGE_TRAINING)]
+    inherit = [i for i in range(len(cfg.stages)) if i not in own]
+    groups = [("selfplay", dataclasses.replace(cfg, stages=[cfg.stages[i] for i in inherit]), inherit)] if inherit else []
+    return groups + [(f"selfplay.stages[{i}]", dataclasses.replace(stage_settings(cfg, i), stages=[cfg.stages[i]]), [i])
+                     for i in own]
+
+
+def at_stage(err: UserError, where: str) -> UserError:
+    """`err` about the run-level objectives / search / replay, reworded for the stage at `where`
+    that trains with them (`selfplay.search` -> `selfplay.stages[1].search`)."""
+    message = str(err)
+    for key in STAGE_TRAINING:
+        message = message.replace(f"selfplay.{key}", f"{where}.{key}")
+    return UserError(message if where in message else f"{where}: {message}")
+
+
+def check_training(cfg: SelfPlayConfig, indices: list[int]) -> None:
+    """The objectives, search and replay of `cfg` against its stages (numbered `indices` in the
+    run's curriculum): one RL objective, search with search_policy on searchable games, replay on
+    search_policy only, mmd and exact values where they can run, a value objective for gae."""
+    from stlm_selfplay.objectives import build_objectives
+    from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
+    from stlm_selfplay.selfplay.action_values import check_exact_values, wants_exact_values
+
+    objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
+    rl = [o.name for o in objectives.objectives if is_rl(o) or o.name == SEARCH_OBJECTIVE]
+    if len(rl) != 1:
+        raise UserError(f"selfplay.objectives needs exactly one RL objective ({', '.join(rl_objective_names())}, "
+                        f"or {SEARCH_OBJECTIVE} with selfplay.search), got {rl or 'none'}")
+    check_search_setup(cfg, rl[0], indices)
+    check_replay(cfg.replay, rl[0], VALUE_OBJECTIVE in [o.name for o in objectives.objectives])
+    if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
+        raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
+                        "exact sums over the legal actions)")
+    if any(wants_exact_values(o) for o in objectives.objectives):
+        check_exact_values(cfg)
+    if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
+        raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
+                        f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")
+
+
+def check_search_setup(cfg: SelfPlayConfig, policy_objective: str, indices: list[int] | None = None) -> None:
     """`UserError` unless search and the `search_policy` objective come together, in constrained
     mode, on two-player perfect-information games that can clone."""
     check_search(cfg.search)
@@ -276,7 +339,7 @@ def check_search_setup(cfg: SelfPlayConfig, policy_objective: str) -> None:
     if cfg.advantages.drop_zero:
         raise UserError("selfplay.search: advantages.drop_zero would drop turns that search_policy trains on; "
                         "set it to false")
-    for i, stage in enumerate(cfg.stages):
+    for i, stage in zip(indices or range(len(cfg.stages)), cfg.stages):
         if stage.mode != "constrained":
             raise UserError(f"selfplay.search needs constrained mode; selfplay.stages[{i}].mode is {stage.mode}")
         for game in stage.games:
@@ -299,6 +362,6 @@ def check_value_head(cfg: SelfPlayConfig, value_head: bool, source: str = "the m
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} needs model value_head: true "
                         "(per-turn values V(s); build or pretrain the model with it); "
                         f"{source} has no value head")
-    if any(o.get("name") == VALUE_OBJECTIVE for o in cfg.objectives):
+    if any(o.get("name") == VALUE_OBJECTIVE for i in range(len(cfg.stages)) for o in stage_settings(cfg, i).objectives):
         raise UserError(f"selfplay.objectives: '{VALUE_OBJECTIVE}' trains the value head and needs model "
                         f"value_head: true; {source} has no value head")

@@ -18,13 +18,14 @@ Per update u (every rank in lockstep; rank r plays games_per_update / world_size
                                                         the RL objective (+ auxiliary objectives on
                                                         the played transcripts): selfplay/update.py
     mmd (objectives/mmd.py): every magnet_every, the magnet (the reference model) moves to the learner;
-    every pool.snapshot_every: snapshot;  stage ends by until_update / until_metric;
+    every pool.snapshot_every: snapshot;  stage ends by until_update / until_metric; a stage that sets
+    its own objectives / search / replay starts a new training phase (selfplay/phases.py);
     every eval.every: matches vs bots by seat, optimal-move rate, exploitability, ratings;
     every run.checkpoint_every (and at the end, and on SIGINT/SIGTERM): a checkpoint.
 
 A run resumes exactly from its last checkpoint (same games, same parameters): the checkpoint
 holds the learner, optimizer, pool, KL reference (or mmd magnet), advantage baselines, curriculum
-stage, ratings results, the replay buffer and every RNG (game seeds are pure functions of (run.seed, update, rank,
+stage and its phase's first update, ratings results, the replay buffer and every RNG (game seeds are pure functions of (run.seed, update, rank,
 game)). The learner stays
 in eval mode (no dropout) so training forwards see what sampling saw. Test-only fault hook:
 `STLM_FAULT_SELFPLAY_UPDATE=k` ends the process with os._exit(17) right after update k.
@@ -45,9 +46,6 @@ import torch
 from stlm_selfplay.config import RootConfig, ScheduleConfig, build_model_config
 from stlm_selfplay.envs.base import derive_seed
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.objectives import build_objectives
-from stlm_selfplay.objectives.registry import ObjectiveSet
-from stlm_selfplay.objectives.rl import is_rl
 from stlm_selfplay.objectives.value import explained_variance
 from stlm_selfplay.runs import (CONFIG_FILE, RATINGS_FILE, load_model, resume_checkpoint, run_dir as run_dir_of_config,
                                 save_config)
@@ -55,14 +53,14 @@ from stlm_selfplay.selfplay import ratings as R
 from stlm_selfplay.selfplay.action_values import with_exact_values
 from stlm_selfplay.selfplay.advantages import Turns, build_estimator, finalize, global_normalize, shaped_reward
 from stlm_selfplay.selfplay.batch import turn_values
-from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, VALUE_OBJECTIVE, SelfPlayConfig, check_selfplay, check_value_head,
-                                           eval_games as eval_games_of, steps_per_update as steps_per_update_of)
+from stlm_selfplay.selfplay.config import (SelfPlayConfig, check_selfplay, check_value_head, eval_games as eval_games_of,
+                                           same_training, stage_settings, steps_per_update as steps_per_update_of)
 from stlm_selfplay.selfplay.evaluate import SCORE, evaluate, match_results, record_snapshot
 from stlm_selfplay.selfplay.opponents import LEARNER, POOL_PREFIX, Pool, build_policies, plan_games
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom
 from stlm_selfplay.selfplay.rollout import play
-from stlm_selfplay.selfplay.replay import ReplayBuffer
-from stlm_selfplay.selfplay.update import Learner, optimize_update, training_plan
+from stlm_selfplay.selfplay.phases import phase_buffer, start_phase
+from stlm_selfplay.selfplay.update import optimize_update, training_plan
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.checkpoint import (capture_rng_state, load_trainer_state,
                                             restore_rng_state, save_checkpoint)
@@ -91,18 +89,6 @@ def rollout_routing(model) -> dict:
     """Forward kwargs that make training forwards route as sampling did: causal Mixture-of-Depths
     routing for a model with routed blocks (`model/mod.py`), nothing otherwise."""
     return {"routing": "causal"} if model.config.routed_layers else {}
-
-
-def split_objectives(specs) -> tuple[torch.nn.Module, tuple | None, ObjectiveSet | None]:
-    """(the RL objective (or search_policy), (the value objective, its weight) or None, the auxiliary
-    objectives with their weights or None). The value objective trains on the RL turns, the others
-    on transcripts."""
-    objectives = build_objectives(specs)
-    pairs = list(zip(objectives.objectives, objectives.weights))
-    policy = [o for o, _ in pairs if is_rl(o) or o.name == SEARCH_OBJECTIVE][0]
-    value = next(((o, w) for o, w in pairs if o.name == VALUE_OBJECTIVE), None)
-    aux = [(o, w) for o, w in pairs if o is not policy and o.name != VALUE_OBJECTIVE]
-    return policy, value, ObjectiveSet(aux) if aux else None
 
 
 def learner_scores(episodes) -> dict[str, tuple[float, int]]:
@@ -149,23 +135,19 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     model = initial_model(cfg, device, resume_from)
     check_value_head(sp, getattr(model, "value_head", None) is not None,
                      f"the model from {resume_from or sp.init_from or 'model.* (a fresh model)'}")
-    rl_objective, value_objective, aux_objectives = split_objectives(sp.objectives)
-    rl_objective.to(device)
-    beta = getattr(rl_objective.options, "beta", 0.0)
-    reference = None
     optimizer = build_optimizer(model, dataclasses.replace(cfg.optimizer, lr=sp.lr), device)
-    steps_per_update = steps_per_update_of(sp)
-    schedule = ScheduleConfig(steps=sp.updates * steps_per_update, kind=sp.lr_schedule,
+    run_steps = steps_per_update_of(sp)  # the lr schedule's steps per update (selfplay/phases.py)
+    schedule = ScheduleConfig(steps=sp.updates * run_steps, kind=sp.lr_schedule,
                               warmup_steps=sp.warmup_updates, min_lr_ratio=sp.min_lr_ratio)
     estimator = build_estimator(sp.advantages.estimator, sp.advantages.options)
     pool = Pool(sp.pool)
-    buffer = ReplayBuffer(sp.replay.capacity) if sp.replay.capacity else None  # selfplay/replay.py
     seed, rank, world = cfg.run.seed, dist.rank, dist.world_size
     gen = RolloutRandom(derive_seed(seed, "rollout", rank))  # model sampling and bots
     opponent_rng = random.Random(derive_seed(seed, "opponents", rank))  # opponent mix and pool draws
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle", rank))  # minibatch order
     eval_games = eval_games_of(sp)
-    update, stage_index, last_eval = 0, 0, {}
+    update, stage_index, phase_start, last_eval = 0, 0, 0, {}
+    reference = None  # the phase's KL reference / mmd magnet being resumed (selfplay/phases.py)
     rating_results: list = []  # (game, a, b, score of a) from every evaluation so far
     exact_history: dict = {}  # game -> what its exact metric keeps of each snapshot (Kuhn: the policy table)
     if resume_from is not None:
@@ -176,21 +158,19 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         optimizer.load_state_dict(state["optimizer"])
         pool.load_state_dict(state["pool"], model)
         update, stage_index, last_eval = state["update"], state["stage"], state["last_eval"]
+        phase_start, reference = state.get("phase_start", 0), state.get("reference")
         rating_results, exact_history = [tuple(r) for r in state["ratings"]], state["exact_history"]
         mine = state["ranks"][rank]
         restore_rng_state(mine["rng"], {"rollout": gen.torch, "shuffle": shuffle})
         gen.py.setstate(mine["rollout_py"])
         opponent_rng.setstate(mine["opponents"])
         estimator.load_state_dict(mine["advantages"])
-        if buffer is not None:
-            buffer.load_state_dict(mine["replay"])
-        if state.get("reference") is not None:
-            reference = pool_model_copy(model, state["reference"])
     else:
         pool.add(model, 0)
-    magnet = getattr(rl_objective, "needs_magnet_model", lambda: False)()  # mmd: the reference is its magnet
-    if (beta != 0.0 or magnet) and reference is None:
-        reference = pool_model_copy(model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    settings = stage_settings(sp, stage_index)  # the phase's objectives, search and replay
+    buffer = phase_buffer(None, settings)  # selfplay/replay.py
+    if buffer is not None and resume_from is not None:
+        buffer.load_state_dict(state["ranks"][rank]["replay"])
     end_update = sp.updates if max_updates is None else min(sp.updates, update + max_updates)
 
     if dist.is_main:
@@ -204,8 +184,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     routing = rollout_routing(model)
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    learner = Learner(model, train_model, optimizer, schedule, rl_objective, aux_objectives, reference, routing,
-                      value_objective)
+    learner = start_phase(settings, model, train_model, optimizer, schedule, routing, phase_start, reference)
     if dist.is_main:
         where = f"resuming from {resume_from}" if resume_from is not None else f"from {sp.init_from or 'a fresh model'}"
         print(f"selfplay {run_dir}: {model.num_parameters():,} parameters, {sp.games_per_update} games per update, "
@@ -229,12 +208,12 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                       "advantages": plain(estimator.state_dict()),
                                       "replay": None if buffer is None else buffer.state_dict()})
         if dist.is_main:
-            state = {"update": update, "stage": stage_index, "optimizer": optimizer.state_dict(), "ranks": ranks,
+            state = {"update": update, "stage": stage_index, "phase_start": phase_start, "optimizer": optimizer.state_dict(), "ranks": ranks,
                      "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "exact_history": exact_history,
                      "last_eval": {k: float(v) for k, v in last_eval.items() if isinstance(v, (int, float))},
                      "games_per_update": sp.games_per_update, "world_size": world,
-                     "reference": None if reference is None else {k: v.detach().cpu().clone()
-                                                                  for k, v in reference.state_dict().items()}}
+                     "reference": None if learner.reference is None else {
+                         k: v.detach().cpu().clone() for k, v in learner.reference.state_dict().items()}}
             save_checkpoint(run_dir, update, model, state, cfg.run.keep_last)
         D.barrier()
 
@@ -253,8 +232,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             # -- 1. rollouts
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
             policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes,
-                                      sp.search, routing)
-            policies = with_exact_values(policies, rl_objective, LEARNER)  # mmd values: exact (selfplay/action_values.py)
+                                      settings.search, routing)
+            policies = with_exact_values(policies, learner.rl, LEARNER)  # mmd values: exact (selfplay/action_values.py)
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
             turns = [t for ep in episodes for t in ep.turns if t.policy == LEARNER]
@@ -277,12 +256,14 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                 adv = global_normalize(adv, keep, device)
             # -- 3. optimize: steps_per_update optimizer steps of accumulated micro-steps, on the
             #       update's turns (+ symmetry images) or draws from the replay buffer
-            train_turns, train_adv, train_returns, plan = training_plan(sp, turns, adv, keep, returns, buffer, shuffle)
-            sums = optimize_update(learner, sp, stage, train_turns, train_adv, plan, episodes, update * steps_per_update,
-                                   device, dist, train_returns)
+            train_turns, train_adv, train_returns, plan = training_plan(settings, turns, adv, keep, returns, buffer,
+                                                                        shuffle)
+            sums = optimize_update(learner, settings, stage, train_turns, train_adv, plan, episodes,
+                                   (update - phase_start) * len(plan), device, dist, train_returns,
+                                   lr_step=update * run_steps, lr_stride=run_steps / len(plan))
             update += 1
-            if magnet:  # mmd's magnet moves toward the learner every magnet_every updates (objectives/mmd.py)
-                rl_objective.maybe_update_magnet(reference, model, update)
+            if hasattr(learner.rl, "maybe_update_magnet"):  # mmd's magnet moves every magnet_every updates
+                learner.rl.maybe_update_magnet(learner.reference, model, update - phase_start)
             # -- 4. pool, metrics, curriculum, evaluation, checkpoint
             scores = merge_scores(D.all_gather_objects(learner_scores(episodes)))
             pool.record({k: v for k, v in scores.items() if k.startswith(POOL_PREFIX)})
@@ -305,7 +286,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             logger.log(update, "train", metrics)
             last_train = metrics
             bar.update(1)
-            bar.set_postfix(games_s=f"{metrics['games_per_s']:.1f}", loss=f"{metrics.get(rl_objective.name + '/loss', 0):.3f}",
+            bar.set_postfix(games_s=f"{metrics['games_per_s']:.1f}", loss=f"{metrics.get(learner.rl.name + '/loss', 0):.3f}",
                             **{k[4:]: f"{v:.2f}" for k, v in metrics.items() if k.startswith("win/")})
             stopping = D.any_rank(stop.requested, device)
             finished = update == end_update or stopping
@@ -313,6 +294,10 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                 last_eval = evaluate_now(update)
             if stage_index < len(sp.stages) - 1 and stage_done(sp.stages[stage_index], update, last_eval):
                 stage_index += 1
+                if not same_training(sp, stage_index - 1, stage_index):  # a new phase (selfplay/phases.py)
+                    phase_start, settings = update, stage_settings(sp, stage_index)
+                    learner = start_phase(settings, model, train_model, optimizer, schedule, routing, phase_start)
+                    buffer = phase_buffer(buffer, settings)
                 if dist.is_main:
                     bar.write(f"update {update}: curriculum stage {stage_index} begins")
             if update % cfg.run.checkpoint_every == 0 or finished:
@@ -332,7 +317,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     elapsed = time.perf_counter() - run_started
     summary = {"run": str(run_dir), "update": update, "of_updates": sp.updates,
                "games_per_s": sp.games_per_update * (update - started_update) / elapsed if elapsed else 0.0,
-               "stopped_by_signal": stop.requested, "loss": last_train.get(f"{rl_objective.name}/loss", float("nan"))}
+               "stopped_by_signal": stop.requested, "loss": last_train.get(f"{learner.rl.name}/loss", float("nan"))}
     summary.update({k: v for k, v in last_eval.items() if k.endswith(("/win_rate", "optimal_rate", "exploitability"))
                     and "/seat" not in k})
     if dist.is_main:
@@ -347,15 +332,6 @@ def plain(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj)
     return obj.item() if isinstance(obj, np.generic) else obj
-
-
-def pool_model_copy(template: torch.nn.Module, tensors: dict) -> torch.nn.Module:
-    """A frozen copy of `template` holding `tensors` (the KL reference policy)."""
-    import copy
-
-    model = copy.deepcopy(template).eval().requires_grad_(False)
-    model.load_state_dict(tensors)
-    return model
 
 
 def stage_done(stage, update: int, last_eval: dict) -> bool:

@@ -55,6 +55,11 @@ class Learner:
     reference: torch.nn.Module | None  # the frozen KL reference policy (objectives with beta != 0)
     routing: dict  # forward kwargs that make training forwards route as sampling did
     value: tuple | None = None  # (the `value` objective, its weight), or None: no value loss
+    objective_steps: int = 0  # the objectives' batch.total_steps (their phase's, selfplay/phases.py); 0 = schedule.steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.objective_steps or self.schedule.steps
 
 
 def minibatch_plan(kept: np.ndarray, epochs: int, minibatches: int, shuffle: torch.Generator) -> list[np.ndarray]:
@@ -85,13 +90,17 @@ def training_plan(sp, turns: Sequence, adv: np.ndarray, keep: np.ndarray, return
 
 def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, plan: Sequence[np.ndarray],
                     episodes, step: int, device: torch.device, dist: D.DistInfo,
-                    returns: np.ndarray | None = None) -> dict[str, float]:
+                    returns: np.ndarray | None = None, lr_step: float | None = None,
+                    lr_stride: float = 1.0) -> dict[str, float]:
     """One optimizer step per minibatch of `plan` (indices into `turns`; module docstring), starting
-    at optimizer step `step`; returns the summed metrics (`<prefix><name>` with counts `_n/...`) and
-    `grad_norm` of the last step. `returns` [N]: the value targets (needed with a `value` objective)."""
+    at the objectives' optimizer step `step` (batch.step) and at position `lr_step` (default `step`)
+    of the lr schedule, which each step advances by `lr_stride` (selfplay/phases.py); returns the
+    summed metrics (`<prefix><name>` with counts `_n/...`) and `grad_norm` of the last step.
+    `returns` [N]: the value targets (needed with a `value` objective)."""
     sums: dict[str, float] = {}
-    for minibatch in plan:
-        set_lr(learner.optimizer, lr_factor(step, learner.schedule))
+    lr_step = step if lr_step is None else lr_step
+    for k, minibatch in enumerate(plan):
+        set_lr(learner.optimizer, lr_factor(lr_step + k * lr_stride, learner.schedule))
         # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
         n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
             [len(minibatch), len(minibatch) if stage.mode == "constrained" else
@@ -129,7 +138,7 @@ def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarra
 def rl_loss(learner: Learner, part: Sequence, adv: np.ndarray, temperature: float, step: int,
             turns_per_rank: float, tokens_per_rank: float, device: torch.device):
     """(scaled loss, objective output) of the RL objective on one micro-step's turns."""
-    batch = turns_to_batch(part, torch.as_tensor(adv), temperature, step=step, total_steps=learner.schedule.steps)
+    batch = turns_to_batch(part, torch.as_tensor(adv), temperature, step=step, total_steps=learner.total_steps)
     batch.extras["num_items"] = tokens_per_rank  # dapo's denominator
     dapo = getattr(learner.rl.options, "loss_type", "") == "dapo"
     scale = 1.0 if dapo else len(part) / turns_per_rank  # grpo, dr_grpo: the minibatch mean
@@ -166,7 +175,7 @@ def value_loss(learner: Learner, part: Sequence, returns: np.ndarray, turns_per_
 def aux_loss(learner: Learner, episodes, step: int, device: torch.device):
     """The auxiliary objectives' output on this rank's played games as transcripts."""
     batch = transcript_batch(episodes, learner.model.config.max_seq_len)
-    batch.step, batch.total_steps = step, learner.schedule.steps
+    batch.step, batch.total_steps = step, learner.total_steps
     return learner.aux(learner.train_model(batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                                            **learner.routing, **learner.aux.model_kwargs(batch)), batch)
 
