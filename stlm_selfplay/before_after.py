@@ -15,6 +15,15 @@ Tests (one-sided, pooled two-proportion z; alpha = 0.01):
                passes when p-value = 1 - Phi(z) < alpha
     no worse   non-loss rate (1 - loss rate) vs every other bot, all seats: passes unless the
                drop is significant, i.e. unless Phi(z) < alpha
+
+Targets (`evaluation.at_most` / `at_least`, metric -> bound b): the final model's value x is
+*met* when x <= b (at most) or x >= b (at least). A match rate (`game/bot/rate`, n = 2 x episodes
+games; `game/bot/seatK/rate`, n = episodes) also gets a one-sided one-sample z-test that its true
+rate lies beyond the bound, for 0 < b < 1:
+
+    z = (b - x) / sqrt(b (1 - b) / n)   (at most; at least: (x - b) / ...),   p = 1 - Phi(z)
+
+an exact metric (`game/optimal_rate`, `game/exploitability`, ...: computed, not sampled) none.
 """
 
 from __future__ import annotations
@@ -56,6 +65,44 @@ def evaluation_games(cfg: RootConfig) -> list[str]:
     if "selfplay" in cfg.stages:
         return eval_games(cfg.selfplay)
     return list(cfg.data.games) if cfg.data.source == "games" else []
+
+
+RATE_NAMES = ("win_rate", "loss_rate", "draw_rate", "non_loss_rate", "illegal_rate")
+
+
+def check_targets(games: list[str], bots: list[str], at_most: dict, at_least: dict) -> None:
+    """Every target names an evaluated game and a bot's rate or an exact metric (`UserError`)."""
+    from stlm_selfplay.selfplay.evaluate import available_bots, exact_metrics_of
+
+    for where, targets in (("at_most", at_most), ("at_least", at_least)):
+        for key, bound in targets.items():
+            game, *rest = key.split("/")
+            known = game in games
+            exact = {k.split("/", 1)[1] for m in exact_metrics_of([game], None) for k in m.names} if known else set()
+            bot_rate = (known and len(rest) in (2, 3) and rest[0] in available_bots(game, bots)
+                        and rest[-1] in RATE_NAMES and (len(rest) == 2 or rest[1].startswith("seat")))
+            if not (bot_rate or (len(rest) == 1 and rest[0] in exact)):
+                raise UserError(f"evaluation.{where}: '{key}' is not a metric of this evaluation; use GAME/BOT/RATE "
+                                f"(rates: {', '.join(RATE_NAMES)}), GAME/BOT/seatK/RATE or GAME/EXACT with GAME one of "
+                                f"{', '.join(games)} and BOT one of evaluation.bots")
+            if not isinstance(bound, (int, float)) or bound < 0:
+                raise UserError(f"evaluation.{where}.{key} must be a number >= 0, got {bound!r}")
+
+
+def target_checks(final: dict, at_most: dict, at_least: dict, episodes: int) -> list[dict]:
+    """The module docstring's targets, each {metric, bound, kind, final, met, n, z, p}."""
+    checks = []
+    for kind, targets in (("at most", at_most), ("at least", at_least)):
+        for key, bound in targets.items():
+            x, parts = final.get(key), key.count("/")
+            check = {"metric": key, "kind": kind, "bound": bound, "final": x, "n": None, "z": None, "p": None,
+                     "met": x is not None and (x <= bound if kind == "at most" else x >= bound)}
+            if x is not None and parts >= 2 and 0 < bound < 1:
+                n = 2 * episodes if parts == 2 else episodes
+                z = ((bound - x) if kind == "at most" else (x - bound)) / math.sqrt(bound * (1 - bound) / n)
+                check.update(n=n, z=z, p=1.0 - normal_cdf(z))
+            checks.append(check)
+    return checks
 
 
 def evaluation_models(cfg: RootConfig) -> dict[str, Path]:
@@ -107,7 +154,7 @@ def evaluate_run(cfg: RootConfig) -> dict | None:
     seed = derive_seed(cfg.run.seed, "before-after")  # the same games for both models
     settings = {"models": {k: str(v) for k, v in models.items()}, "games": games, "bots": list(ev.bots),
                 "episodes": ev.episodes, "temperature": ev.temperature, "mode": action_mode(cfg), "seed": seed,
-                "sample_games": ev.sample_games}
+                "sample_games": ev.sample_games, "at_most": dict(ev.at_most), "at_least": dict(ev.at_least)}
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
@@ -131,6 +178,7 @@ def evaluate_run(cfg: RootConfig) -> dict | None:
     last = list(models)[-1]
     out = {"settings": settings, "metrics": metrics,
            "tests": significance_tests(metrics, games, ev.episodes) if len(models) == 2 else [],
+           "targets": target_checks(metrics[last], dict(ev.at_most), dict(ev.at_least), ev.episodes),
            "samples": sample_games(loaded[last], games, ev.bots, ev.sample_games, seed, settings["mode"], ev.temperature)}
     write_text_atomic(path, json.dumps(out, indent=1) + "\n")
     return out

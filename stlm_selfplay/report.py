@@ -92,10 +92,14 @@ def _image(plot_dir: Path, path: Path | None, alt: str):
 
 def _verdict(evaluation: dict | None) -> str:
     tests = (evaluation or {}).get("tests") or []
-    if not tests:
-        return ""
-    passed = sum(t["passed"] for t in tests)
-    return f"Final vs pretrained model: {passed} of {len(tests)} significance tests passed (alpha = {ALPHA})."
+    targets = (evaluation or {}).get("targets") or []
+    lines = []
+    if tests:
+        passed = sum(t["passed"] for t in tests)
+        lines.append(f"Final vs pretrained model: {passed} of {len(tests)} significance tests passed (alpha = {ALPHA}).")
+    if targets:
+        lines.append(f"Targets: {sum(t['met'] for t in targets)} of {len(targets)} met by the final model.")
+    return " ".join(lines)
 
 
 def _reproduce(run_dir: Path):
@@ -215,6 +219,16 @@ def _before_after(evaluation: dict):
         yield "| metric | test | n | pretrained | final | z | p | result |\n|---|---|---:|---:|---:|---:|---:|---|"
         yield "\n".join(f"| {t['metric']} | {t['kind']} | {t['n']} | {t['pretrained']:.3f} | {t['final']:.3f} | "
                         f"{t['z']:.2f} | {t['p']:.2g} | {'pass' if t['passed'] else 'FAIL'} |" for t in evaluation["tests"])
+        yield ""
+    if evaluation.get("targets"):
+        yield (f"Targets (`evaluation.at_most` / `at_least`): *met* when the final model's value is within the "
+               f"bound; a match rate also gets a one-sided z-test that its true rate is within it (p < {ALPHA}: "
+               "beyond chance at these game counts).\n")
+        yield "| metric | target | final | met | n | z | p |\n|---|---|---:|---|---:|---:|---:|"
+        yield "\n".join(f"| {t['metric']} | {t['kind']} {t['bound']:g} | "
+                        + ("-" if t["final"] is None else f"{t['final']:.4f}") + f" | {'yes' if t['met'] else 'NO'} | "
+                        + ("- | - | - |" if t["n"] is None else f"{t['n']} | {t['z']:.2f} | {t['p']:.2g} |")
+                        for t in evaluation["targets"])
         yield ""
 
 

@@ -84,9 +84,11 @@ def check_staged(cfg: RootConfig) -> None:
         elif "pretrain" in cfg.stages:
             value_head = bool(build_model_config(cfg.model).value_head)
         check_selfplay(cfg.selfplay, value_head=value_head)  # before pretraining, not after it
-    from stlm_selfplay.before_after import check_bots, evaluation_games
+    from stlm_selfplay.before_after import check_bots, check_targets, evaluation_games
 
-    check_bots(evaluation_games(cfg), cfg.evaluation.bots)
+    games = evaluation_games(cfg)
+    check_bots(games, cfg.evaluation.bots)
+    check_targets(games, cfg.evaluation.bots, dict(cfg.evaluation.at_most), dict(cfg.evaluation.at_least))
 
 
 def run_stages(cfg: RootConfig, command: str | None = None) -> int:

@@ -139,10 +139,16 @@ class EvalConfig:
     pool_episodes: int = option(20, "selfplay.eval, ratings: games of the learner against each pool snapshot")
     rating_bootstrap: int = option(100, "selfplay.eval, ratings: bootstrap refits for the intervals (0 = none)")
     sample_games: int = option(0, "evaluation: games per seat against each bot rendered as text in the report")
+    at_most: Dict[str, float] = option({}, "evaluation: targets the final model must meet, metric -> bound, e.g. "
+                                       "{tictactoe/minimax/loss_rate: 0.25, kuhn_poker/exploitability: 0.2}; each gets a "
+                                       "row in evaluation.json's `targets` and the report (a match rate also a one-sided "
+                                       "z-test that it lies below the bound)")
+    at_least: Dict[str, float] = option({}, "evaluation: the same for metrics that must reach a bound, e.g. "
+                                        "{tictactoe/optimal_rate: 0.85}")
 
 
 SELFPLAY_ONLY = ("every", "ratings", "pool_episodes", "rating_bootstrap")  # read by selfplay.eval only
-EVALUATION_ONLY = ("sample_games",)  # read by the root `evaluation` only
+EVALUATION_ONLY = ("sample_games", "at_most", "at_least")  # read by the root `evaluation` only
 
 
 def evaluation_defaults() -> EvalConfig:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stlm_selfplay.before_after import ALPHA, one_sided_z, significance_tests
+from stlm_selfplay.before_after import ALPHA, check_targets, one_sided_z, significance_tests, target_checks
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.cli import main
 from stlm_selfplay.report import write_report
 from stlm_selfplay.selfplay.evaluate import TICTACTOE_POSITIONS as POSITIONS
@@ -80,6 +81,8 @@ def staged_run(root: Path, kuhn: bool = True) -> Path:
                                "games": ["tictactoe"], "bots": ["random", "minimax"], "episodes": 400,
                                "temperature": 0.0, "mode": "constrained", "seed": 1, "sample_games": 1},
                   "metrics": metrics, "tests": significance_tests(metrics, ["tictactoe"], 400),
+                  "targets": target_checks(after, {"tictactoe/minimax/loss_rate": 0.25}, {"tictactoe/optimal_rate": 0.85},
+                                           400),
                   "samples": [{"game": "tictactoe", "bot": "random", "seat": 0, "side": "x", "outcome": "win",
                                "transcript": "ttt x ...|...|... ?012345678>[4]\nttt end x+1 o-1\n"}]}
     (run / "evaluation.json").write_text(json.dumps(evaluation))
@@ -111,6 +114,42 @@ def test_significance_tests_pick_the_acceptance_metrics_and_decide():
     assert drop["kind"] == "no worse" and drop["z"] < -5 and drop["p"] < ALPHA and not drop["passed"]
 
 
+def test_targets_are_met_by_the_bound_and_match_rates_get_a_one_sample_z_test():
+    final = {"tictactoe/minimax/loss_rate": 0.186, "tictactoe/minimax/seat0/loss_rate": 0.24,
+             "kuhn_poker/exploitability": 0.342, "tictactoe/optimal_rate": 0.68}
+    checks = {t["metric"]: t for t in target_checks(
+        final, {"tictactoe/minimax/loss_rate": 0.25, "tictactoe/minimax/seat0/loss_rate": 0.25,
+                "kuhn_poker/exploitability": 0.2, "tictactoe/minimax/draw_rate": 0.0},
+        {"tictactoe/optimal_rate": 0.6}, 400)}
+    both = checks["tictactoe/minimax/loss_rate"]  # both seats: n = 800; se = sqrt(0.25 * 0.75 / 800) = 0.0153093
+    assert both["met"] and both["n"] == 800 and both["z"] == pytest.approx(0.064 / 0.0153093, rel=1e-5)
+    assert both["p"] == pytest.approx(0.5 * math.erfc(both["z"] / math.sqrt(2))) and both["p"] < ALPHA
+    seat = checks["tictactoe/minimax/seat0/loss_rate"]  # one seat: n = 400; 0.24 vs 0.25 is within the noise
+    assert seat["met"] and seat["n"] == 400 and seat["z"] == pytest.approx(0.01 / math.sqrt(0.1875 / 400))
+    assert seat["p"] > ALPHA
+    kuhn = checks["kuhn_poker/exploitability"]  # exact: no test
+    assert not kuhn["met"] and kuhn["n"] is None and kuhn["p"] is None
+    assert checks["tictactoe/optimal_rate"]["met"] and checks["tictactoe/optimal_rate"]["kind"] == "at least"
+    missing = checks["tictactoe/minimax/draw_rate"]  # not in the metrics: never met
+    assert missing["final"] is None and not missing["met"]
+
+
+@pytest.mark.parametrize("key, message", [
+    ("chess/minimax/loss_rate", "'chess/minimax/loss_rate' is not a metric"),
+    ("tictactoe/nash/loss_rate", "'tictactoe/nash/loss_rate' is not a metric"),
+    ("tictactoe/minimax/lose_rate", "rates: win_rate, loss_rate"),
+    ("tictactoe/exploitability", "GAME/EXACT"),
+])
+def test_a_target_that_names_no_metric_is_refused(key, message):
+    games, bots = ["tictactoe", "kuhn_poker"], ["random", "minimax", "nash"]
+    check_targets(games, bots, {"tictactoe/minimax/loss_rate": 0.25, "tictactoe/minimax/seat1/loss_rate": 0.3,
+                                "kuhn_poker/exploitability": 0.2}, {"tictactoe/optimal_rate": 0.85})
+    with pytest.raises(UserError, match=message):
+        check_targets(games, bots, {key: 0.25}, {})
+    with pytest.raises(UserError, match="must be a number >= 0"):
+        check_targets(games, bots, {}, {"tictactoe/optimal_rate": -1})
+
+
 def test_report_has_every_section_and_valid_plots(tmp_path):
     run = staged_run(tmp_path)
     text = write_report(run).read_text()
@@ -126,6 +165,9 @@ def test_report_has_every_section_and_valid_plots(tmp_path):
     assert "| tictactoe | random | 0 | 0.550 [0.50, 0.60] / 0.100 [0.07, 0.13] / 0.350 [0.30, 0.40] | " \
            "0.750 [0.71, 0.79] / 0.100 [0.07, 0.13] / 0.150 [0.12, 0.19] |" in text
     assert "| tictactoe/random/seat0/win_rate | rise | 400 | 0.550 | 0.750 |" in text and "| pass |" in text
+    assert "Targets: 0 of 2 met by the final model." in text  # loss rate 0.70 > 0.25; optimal rate 0.68 < 0.85
+    assert "| tictactoe/minimax/loss_rate | at most 0.25 | 0.7000 | NO | 800 | -29.39 | 1 |" in text
+    assert "| tictactoe/optimal_rate | at least 0.85 | 0.6800 | NO | - | - | - |" in text
     assert "stlm run configs/handmade.yaml" in text and "run:\n  name: handmade" in text
     assert "stlm run runs/handmade/config.yaml run.name=handmade-again" in text
     assert "```text\nttt x ...|...|... ?012345678>[4]\nttt end x+1 o-1\n```" in text
