@@ -8,7 +8,7 @@ from stlm_selfplay.cli import main
 from stlm_selfplay.errors import UserError
 from stlm_selfplay.model import STLMConfig, flops_per_byte, load_preset, param_table
 from stlm_selfplay.model.config import plain_twin, preset_fields
-from stlm_selfplay.model.flops import GPT2_VOCAB
+from stlm_selfplay.model.flops import GPT2_VOCAB, bpe_flops_per_token
 
 PRESET_SIZES = {"stlm-10m": 10e6, "stlm-50m": 50e6, "stlm-100m": 100e6}
 PRESET_CONTEXT = {"tiny": 256, "stlm-10m": 1024, "stlm-50m": 2048, "stlm-100m": 2048}
@@ -44,6 +44,16 @@ def test_flops_per_byte_of_a_plain_gpt_by_hand():
     assert flops_per_byte(config) == pytest.approx(expected)
     pooled = load_preset("tiny")
     assert flops_per_byte(pooled) < flops_per_byte(load_preset("tiny", patch_size=1))
+
+
+def test_bpe_flops_per_token_by_hand():
+    """The BPE baseline's trunk at one token per position plus its tied head (no byte head)."""
+    config = STLMConfig(**dict(plain_twin(preset_fields("tiny")), max_seq_len=64))
+    d, f, n, t, v = config.d_model, config.d_ff, config.n_layers, config.max_seq_len, 1000
+    kv = config.n_kv_heads * d // config.n_heads
+    per_layer = d * d + 2 * d * kv + d * d + 3 * d * f
+    assert bpe_flops_per_token(config, v) == pytest.approx(6 * n * per_layer + 6 * n * d * (t + 1) + 6 * d * v)
+    assert bpe_flops_per_token(config, 259) == pytest.approx(flops_per_byte(config))  # a byte GPT is V = 259
 
 
 @pytest.mark.parametrize("name", list(PRESET_CONTEXT))
