@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +50,7 @@ from stlm_selfplay.data.cache import prepare_data, read_meta  # noqa: E402
 from stlm_selfplay.data.loader import BatchStream, PackedSequences, val_sequences  # noqa: E402
 from stlm_selfplay.data.packing import DTYPE, ShardWriter  # noqa: E402
 from stlm_selfplay.model import STLMConfig, STLMForCausalLM  # noqa: E402
-from stlm_selfplay.model.config import preset_path  # noqa: E402
+from stlm_selfplay.model.config import plain_twin, preset_fields  # noqa: E402
 from stlm_selfplay.model.bpe_baseline import EOT, BPEBaselineLM, bpe_nll, token_stream, train_bpe  # noqa: E402
 from stlm_selfplay.model.tokenizer import EOS_ID, NUM_BYTES  # noqa: E402
 from stlm_selfplay.train.evaluate import nll_sums  # noqa: E402
@@ -83,12 +82,11 @@ VARIANTS = {
           local_heads=4), "vocab": 2048, "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100,
           "optimizer": "muon"},
 }
-# `--scale PRESET` (e.g. stlm-10m): every variant gets the preset's trunk (TRUNK_FIELDS); (c) also its
-# patching and local modules, (b) and (d) stay plain (d_local = d_model). Training settings at a
+# `--scale PRESET` (e.g. stlm-10m): (c) becomes the preset (its trunk, patching and local modules), every
+# other variant its plain twin (`plain_twin`: the preset's trunk, P=1, d_local = d_model). Training settings at a
 # preset scale: the byte variants read 4,096 bytes per step ((c) at the preset's 1,024-byte context,
 # (b) at 512 bytes: attention over 1,024 single-byte positions would cost (b) ~45% more per byte),
 # (d) 4 x 320 tokens (~1,000 bytes of context on English or Python text); one lr for all three.
-TRUNK_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")
 SCALE_TRAIN = {"a": {}, "b": dict(seq_len=512, batch=8, lr=2e-3), "c": dict(seq_len=1024, batch=4, lr=2e-3),
                "d": dict(seq_len=320, batch=4, lr=2e-3)}
 QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=64, local_heads=2)
@@ -96,11 +94,10 @@ QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, 
 
 def apply_scale(variants: dict, preset: str) -> None:
     """Give every variant the trunk of model preset `preset` (module comment above SCALE_TRAIN)."""
-    fields = yaml.safe_load(preset_path(preset).read_text())
+    fields = preset_fields(preset)
     fields.pop("max_seq_len", None)
-    trunk = {k: fields[k] for k in TRUNK_FIELDS}
     for name, spec in variants.items():
-        spec["model"].update(fields if name == "c" else dict(trunk, d_local=trunk["d_model"], local_heads=trunk["n_heads"]))
+        spec["model"].update(fields if name == "c" else plain_twin(fields))
         spec.update(SCALE_TRAIN[name])
 
 

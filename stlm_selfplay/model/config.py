@@ -4,12 +4,15 @@ Every field is an `option(default, help, choices=...)` (stlm_selfplay/options.py
 YAML file `configs/model/<name>.yaml` holding STLMConfig fields; `load_preset`
 accepts a preset name or a path. Invalid values raise `ValueError` naming the field and the
 allowed values (a library contract); a missing preset or an unknown YAML key is a `UserError`.
+`plain_twin(fields)` is the plain byte GPT with the same trunk: the baseline the benchmarks
+compare pooling against.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 from transformers import PreTrainedConfig
@@ -194,6 +197,25 @@ class STLMConfig(PreTrainedConfig):
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(STLMConfig)} - {f.name for f in dataclasses.fields(PreTrainedConfig)}
 
 
+# What makes an STLM more than a plain byte GPT: patching and the local byte modules (`plain_twin`).
+POOLING_FIELDS = ("patching", "patch_size", "min_patch_size", "max_patch_size", "entropy_threshold", "d_local",
+                  "n_local_encoder_layers", "n_local_decoder_layers", "decoder_context", "local_heads", "local_d_ff",
+                  "pooling", "ngram_max", "ngram_buckets")
+
+
+def plain_twin(fields: Mapping[str, Any]) -> dict:
+    """The STLMConfig fields of the plain byte GPT with the trunk of `fields` (e.g. a preset's
+    `preset_fields`): one byte per trunk position (patch_size 1, no local encoder or decoder
+    layers, d_local = d_model, local_heads = n_heads). Every field outside POOLING_FIELDS is kept
+    (trunk sizes and options, max_seq_len, ...); the other pooling fields are left to their defaults.
+    The baselines of bench_lm ((b), (d)) and bench_gpu (plain, bpe) are this; the BPE baseline
+    (`bpe_baseline.py`) reads only its trunk fields."""
+    out = {k: v for k, v in fields.items() if k not in POOLING_FIELDS}
+    d_model, n_heads = out.get("d_model", STLMConfig.d_model), out.get("n_heads", STLMConfig.n_heads)
+    return dict(out, patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=d_model,
+                local_heads=n_heads)
+
+
 def preset_path(name_or_path: str) -> Path:
     """A preset name (configs/model/<name>.yaml) or a YAML path -> the file."""
     path = Path(name_or_path)
@@ -204,8 +226,8 @@ def preset_path(name_or_path: str) -> Path:
     return PRESETS.get(name_or_path)  # by name: a 5,000-character name is never stat'ed
 
 
-def load_preset(name_or_path: str, **overrides) -> STLMConfig:
-    """`micro`, `tiny`, `stlm-10m`, `stlm-50m`, `stlm-100m` or a YAML path -> STLMConfig (overrides last)."""
+def preset_fields(name_or_path: str) -> dict:
+    """The STLMConfig fields a preset (or YAML path) sets, as written: no defaults filled in, not validated."""
     path = preset_path(str(name_or_path))
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -213,7 +235,13 @@ def load_preset(name_or_path: str, **overrides) -> STLMConfig:
         raise UserError(f"cannot parse model config '{path}': {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise UserError(f"model config '{path}' must be a mapping of STLMConfig fields")
-    values.update(overrides)
+    return values
+
+
+def load_preset(name_or_path: str, **overrides) -> STLMConfig:
+    """`micro`, `tiny`, `stlm-10m`, `stlm-50m`, `stlm-100m` or a YAML path -> STLMConfig (overrides last)."""
+    path = preset_path(str(name_or_path))
+    values = {**preset_fields(path), **overrides}
     for key in values:
         if key not in CONFIG_FIELDS:
             raise UserError(f"model config '{path}': unknown field '{key}'{closest(key, CONFIG_FIELDS)}")

@@ -35,6 +35,15 @@ W = config.dec_window: 2 P_max window slots (previous + current patch), or P_max
 Elementwise work is otherwise not counted; the n-gram sums and the soft-cap are, with the same
 3x for forward + backward, because they are all that those options add. Zero-initialised
 projections change no count.
+
+`bpe_flops_per_token(config, V)` is the same count per token for the BPE baseline
+(`bpe_baseline.py`: `config`'s trunk over a V-token vocabulary, tied embedding):
+
+    F = sum_l c_l [6 M_l + 6 d_model (c_l N + 1)] + 6 n_routed M_router + 6 d_model V
+
+with N = max_seq_len tokens per context: the trunk term above at one token per position (P = 1)
+and the tied head (the embedding lookup is free). A plain byte GPT's `flops_per_byte` (no
+soft-cap, logit scale, n-grams or extra heads) is the same formula with V = 259.
 """
 
 from __future__ import annotations
@@ -103,17 +112,23 @@ def expected_patch_size(config: STLMConfig) -> float:
     return (config.min_patch_size + config.max_patch_size) / 2
 
 
+def trunk_flops(config: STLMConfig, trunk: nn.Module, positions: float) -> float:
+    """Training FLOPs of `trunk` per position, over contexts of `positions` positions:
+    sum_l c_l [6 M_l + 6 d_model (c_l N + 1)] + 6 n_routed M_router (module docstring)."""
+    shared = 0 if trunk.shared_ffn is None else _matmul_weights(trunk.shared_ffn)
+    routed = set(config.routed_layers)
+    total = 6 * sum(_matmul_weights(router) for router in trunk.routers.values())
+    for l, layer in enumerate(trunk.layers):
+        c = config.mod_capacity if l in routed else 1.0
+        total += c * (6 * (_matmul_weights(layer) + shared) + 6 * config.d_model * (c * positions + 1))
+    return total
+
+
 def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     """Training FLOPs per byte of the formula in the module docstring."""
     model = build_on_meta(config)
     p, pm = expected_patch_size(config), config.max_patch
-    shared = 0 if model.trunk.shared_ffn is None else _matmul_weights(model.trunk.shared_ffn)
-    n_patches = config.max_seq_len / p
-    routed = set(config.routed_layers)
-    trunk = 6 * sum(_matmul_weights(router) for router in model.trunk.routers.values()) / p
-    for l, layer in enumerate(model.trunk.layers):
-        c = config.mod_capacity if l in routed else 1.0
-        trunk += c * (6 * (_matmul_weights(layer) + shared) + 6 * config.d_model * (c * n_patches + 1)) / p
+    trunk = trunk_flops(config, model.trunk, config.max_seq_len / p) / p
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
@@ -127,3 +142,12 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     exit_pass = decoder + condition + head  # one more read of the shared decoder + head
     mtp = config.mtp_heads * (exit_pass + 6 * config.d_model ** 2 / p)
     return float(trunk + encoder + ngrams + pool + exit_pass * (1 + extra_exits) + mtp)
+
+
+def bpe_flops_per_token(config: STLMConfig, vocab_size: int) -> float:
+    """Training FLOPs per token of the BPE baseline with `config`'s trunk (module docstring)."""
+    from stlm_selfplay.model.bpe_baseline import BPEBaselineLM
+
+    with torch.device("meta"):
+        model = BPEBaselineLM(config, vocab_size)
+    return float(trunk_flops(config, model.trunk, config.max_seq_len) + 6 * config.d_model * vocab_size)

@@ -28,7 +28,7 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
                  "bytes_per_s", "steps"},
     "bench_rollout": {"loop", "games", "moves", "wall_s", "games_per_s"},
     "bench_selfplay": {"run", "update", "games", "train_s"},
-    "bench_gpu": {"preset", "bytes_per_s"},
+    "bench_gpu": {"preset", "variant", "bytes_per_s", "mfu"},
     "bench_envs": {"game"},
     "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
     "bench_model": {"what", "bytes_per_s"},
@@ -48,7 +48,7 @@ EXTRA_KEYS = {  # top-level keys beyond the shared ones
     "bench_lm": {"per_seed", "seeds", "seconds", "settings", "corpus", "bpe"},
     "bench_rollout": {"params", "seed"},
     "bench_selfplay": {"final_vs_minimax", "seed", "minutes"},
-    "bench_gpu": {"dry_run", "peak_flops"},
+    "bench_gpu": {"dry_run", "peak_flops", "variants", "bpe"},
     "bench_supervised": {"seconds", "curves"},
 }
 

@@ -6,8 +6,9 @@ import pytest
 
 from stlm_selfplay.cli import main
 from stlm_selfplay.errors import UserError
-from stlm_selfplay.model import flops_per_byte, load_preset, param_table
-from stlm_selfplay.model.flops import GPT2_VOCAB
+from stlm_selfplay.model import STLMConfig, flops_per_byte, load_preset, param_table
+from stlm_selfplay.model.config import plain_twin, preset_fields
+from stlm_selfplay.model.flops import GPT2_VOCAB, bpe_flops_per_token
 
 PRESET_SIZES = {"stlm-10m": 10e6, "stlm-50m": 50e6, "stlm-100m": 100e6}
 PRESET_CONTEXT = {"tiny": 256, "stlm-10m": 1024, "stlm-50m": 2048, "stlm-100m": 2048}
@@ -43,6 +44,33 @@ def test_flops_per_byte_of_a_plain_gpt_by_hand():
     assert flops_per_byte(config) == pytest.approx(expected)
     pooled = load_preset("tiny")
     assert flops_per_byte(pooled) < flops_per_byte(load_preset("tiny", patch_size=1))
+
+
+def test_bpe_flops_per_token_by_hand():
+    """The BPE baseline's trunk at one token per position plus its tied head (no byte head)."""
+    config = STLMConfig(**dict(plain_twin(preset_fields("tiny")), max_seq_len=64))
+    d, f, n, t, v = config.d_model, config.d_ff, config.n_layers, config.max_seq_len, 1000
+    kv = config.n_kv_heads * d // config.n_heads
+    per_layer = d * d + 2 * d * kv + d * d + 3 * d * f
+    assert bpe_flops_per_token(config, v) == pytest.approx(6 * n * per_layer + 6 * n * d * (t + 1) + 6 * d * v)
+    assert bpe_flops_per_token(config, 259) == pytest.approx(flops_per_byte(config))  # a byte GPT is V = 259
+
+
+@pytest.mark.parametrize("name", list(PRESET_CONTEXT))
+def test_the_plain_twin_of_a_preset_is_a_plain_gpt_with_the_same_trunk(name):
+    pooled, plain = load_preset(name), STLMConfig(**plain_twin(preset_fields(name)))
+    assert plain.is_plain_gpt and plain.max_seq_len == pooled.max_seq_len
+    assert param_table(plain)["trunk"] == param_table(pooled)["trunk"]
+    assert flops_per_byte(plain) > flops_per_byte(pooled)
+
+
+def test_the_plain_twin_keeps_trunk_options_and_drops_pooling_ones():
+    fields = dict(d_model=64, n_heads=4, mlp="relu2", qk_norm=True, patching="dynamic", ngram_max=4,
+                  pooling="attention", d_local=32, local_heads=2, n_local_encoder_layers=2)
+    twin = plain_twin(fields)
+    assert twin == dict(d_model=64, n_heads=4, mlp="relu2", qk_norm=True, patch_size=1, n_local_encoder_layers=0,
+                        n_local_decoder_layers=0, d_local=64, local_heads=4)
+    assert STLMConfig(**twin).is_plain_gpt and fields["patching"] == "dynamic"  # the input is not changed
 
 
 def test_load_preset_errors_are_user_errors(tmp_path):
