@@ -67,26 +67,24 @@ def evaluation_games(cfg: RootConfig) -> list[str]:
     return list(cfg.data.games) if cfg.data.source == "games" else []
 
 
-RATE_NAMES = ("win_rate", "loss_rate", "draw_rate", "non_loss_rate", "illegal_rate")
-
-
 def check_targets(games: list[str], bots: list[str], at_most: dict, at_least: dict) -> None:
     """Every target names an evaluated game and a bot's rate or an exact metric (`UserError`)."""
-    from stlm_selfplay.selfplay.evaluate import available_bots, exact_metrics_of
+    from stlm_selfplay.selfplay.evaluate import OUTCOME_NAMES, available_bots, exact_metrics_of
 
+    rate_names = tuple(f"{name}_rate" for name in OUTCOME_NAMES.values()) + ("non_loss_rate",)  # evaluate_run adds it
     for where, targets in (("at_most", at_most), ("at_least", at_least)):
         for key, bound in targets.items():
             game, *rest = key.split("/")
             known = game in games
             exact = {k.split("/", 1)[1] for m in exact_metrics_of([game], None) for k in m.names} if known else set()
             bot_rate = (known and len(rest) in (2, 3) and rest[0] in available_bots(game, bots)
-                        and rest[-1] in RATE_NAMES and (len(rest) == 2 or rest[1].startswith("seat")))
+                        and rest[-1] in rate_names and (len(rest) == 2 or rest[1].startswith("seat")))
             if not (bot_rate or (len(rest) == 1 and rest[0] in exact)):
                 raise UserError(f"evaluation.{where}: '{key}' is not a metric of this evaluation; use GAME/BOT/RATE "
-                                f"(rates: {', '.join(RATE_NAMES)}), GAME/BOT/seatK/RATE or GAME/EXACT with GAME one of "
+                                f"(rates: {', '.join(rate_names)}), GAME/BOT/seatK/RATE or GAME/EXACT with GAME one of "
                                 f"{', '.join(games)} and BOT one of evaluation.bots")
-            if not isinstance(bound, (int, float)) or bound < 0:
-                raise UserError(f"evaluation.{where}.{key} must be a number >= 0, got {bound!r}")
+            if bound < 0:  # a number: the structured config's Dict[str, float] refuses other types
+                raise UserError(f"evaluation.{where}.{key} must be >= 0, got {bound!r}")
 
 
 def target_checks(final: dict, at_most: dict, at_least: dict, episodes: int) -> list[dict]:

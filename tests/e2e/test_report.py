@@ -137,7 +137,7 @@ def test_targets_are_met_by_the_bound_and_match_rates_get_a_one_sample_z_test():
 @pytest.mark.parametrize("key, message", [
     ("chess/minimax/loss_rate", "'chess/minimax/loss_rate' is not a metric"),
     ("tictactoe/nash/loss_rate", "'tictactoe/nash/loss_rate' is not a metric"),
-    ("tictactoe/minimax/lose_rate", "rates: win_rate, loss_rate"),
+    ("tictactoe/minimax/lose_rate", "rates: win_rate, draw_rate, loss_rate, illegal_rate, non_loss_rate"),
     ("tictactoe/exploitability", "GAME/EXACT"),
 ])
 def test_a_target_that_names_no_metric_is_refused(key, message):
@@ -146,7 +146,7 @@ def test_a_target_that_names_no_metric_is_refused(key, message):
                                 "kuhn_poker/exploitability": 0.2}, {"tictactoe/optimal_rate": 0.85})
     with pytest.raises(UserError, match=message):
         check_targets(games, bots, {key: 0.25}, {})
-    with pytest.raises(UserError, match="must be a number >= 0"):
+    with pytest.raises(UserError, match="must be >= 0"):
         check_targets(games, bots, {}, {"tictactoe/optimal_rate": -1})
 
 
