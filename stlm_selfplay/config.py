@@ -166,11 +166,37 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _one_line(err: OmegaConfBaseException, schema: Any, source: str) -> UserError:
+def _paths(node: Any, prefix: str = ""):
+    """Every dotted path of a user's config layer, list items as `[i]` (`selfplay.stages[0].search`)."""
+    if OmegaConf.is_dict(node):
+        for k in node.keys():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            yield path
+            yield from _paths(node._get_node(k), path)
+    elif OmegaConf.is_list(node):
+        for i in range(len(node)):
+            yield from _paths(node._get_node(i), f"{prefix}[{i}]")
+
+
+def _unknown_key(err: ConfigKeyError, schema: Any, layer: Any, source: str) -> UserError:
+    """'unknown config key' naming the key's whole path in the layer: OmegaConf reports a key inside a
+    list item (a stage's `search.simulatons`) relative to that item, so it is looked up in the layer
+    and the suggestion is the closest field of the dataclass the key was set on."""
+    key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+    inside = [p for p in _paths(layer) if p.endswith("." + key) and "[" in p] if layer is not None else []
+    owner = getattr(err, "object_type", None)
+    if not inside or not dataclasses.is_dataclass(owner):
+        return UserError(f"unknown config key '{key}' in {source}{closest(key, _all_keys(schema))}")
+    path = inside[0]
+    parent = path[:-len(str(getattr(err, "key", key)))]
+    return UserError(f"unknown config key '{path}' in {source}"
+                     f"{closest(path, [parent + f.name for f in dataclasses.fields(owner)])}")
+
+
+def _one_line(err: OmegaConfBaseException, schema: Any, source: str, layer: Any = None) -> UserError:
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
     if isinstance(err, ConfigKeyError):
-        valid = _all_keys(schema)
-        return UserError(f"unknown config key '{key}' in {source}{closest(key, valid)}")
+        return _unknown_key(err, schema, layer, source)
     if isinstance(err, ValidationError):
         message = str(err).splitlines()[0]
         return UserError(f"bad value for config key '{key}' in {source}: {message}")
@@ -258,7 +284,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
-            raise _one_line(err, schema, source) from None
+            raise _one_line(err, schema, source, layer) from None
         except TypeError as err:  # e.g. `selfplay.stages.0.x=1`: a mapping given where the schema has a list
             raise UserError(f"invalid config in {source}: {err} (a mapping where a list is expected, or the other "
                             "way round); set lists whole, e.g. selfplay.stages=[{...}]") from None
