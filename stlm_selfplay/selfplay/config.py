@@ -61,6 +61,9 @@ class StageConfig:
     random_opening: int = option(0, "each game first plays k ~ U{0..random_opening} uniformly random moves (from the "
                                  "game's seed; not trained on), so training reaches positions that the policies' own "
                                  "play rarely does; 0 = off")
+    lr_scale: float = option(1.0, "multiplies the run's lr schedule while this stage trains (the schedule itself "
+                             "spans the run): e.g. 0.1 for a Kuhn stage of a model whose logit_scale of 10 makes each "
+                             "step move its policy ~10x as far as at logit_scale 1")
     until_update: int = option(0, "the stage ends once this many updates (counted from the run's start) are done; 0 = "
                                "no update limit (the last stage runs to `updates`)")
     until_metric: str = option("", "eval metric that ends the stage when >= until_value, e.g. "
@@ -266,6 +269,8 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
                                     f"{', '.join(SPECIAL_OPPONENTS + tuple(bots))}")
         if any(w < 0 for w in list(stage.games.values()) + list(stage.opponents.values())):
             raise UserError(f"{where}: game and opponent weights must be >= 0")
+        if not stage.lr_scale > 0:
+            raise UserError(f"{where}.lr_scale must be > 0 (it multiplies the lr schedule), got {stage.lr_scale}")
         if stage.random_opening < 0:
             raise UserError(f"{where}.random_opening must be >= 0 (random moves before the policies move), "
                             f"got {stage.random_opening}")

@@ -17,7 +17,8 @@ set them. Where a stage's settings differ from the previous stage's, the loop st
     replay       the buffer carries into a phase that also replays (resized to its capacity: the
                  oldest turns go at the next add) and is dropped by one that does not; a phase
                  that turns replay on starts empty
-    lr           NOT restarted (nor the optimizer's moments): the lr schedule spans the run,
+    lr           NOT restarted (nor the optimizer's moments; a stage's `lr_scale` multiplies the
+                 schedule while that stage trains): the lr schedule spans the run,
                  selfplay.updates x the run-level steps per update S; the k-th of a phase's n
                  steps in update u sits at position (u + k / n) x S, so each update moves it
                  equally whatever its step count (n = S: step u S + k, as before)

@@ -5,7 +5,7 @@ of minibatches (`minibatch_plan`: ppo_epochs shuffled splits of the kept turns i
 with replay, `ReplayBuffer.plan`: steps_per_update draws from the buffer, selfplay/replay.py):
 
     for minibatch in plan:
-        lr = peak_lr * lr_factor(step)
+        lr = peak_lr * stage.lr_scale * lr_factor(step)
         [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
         [rl]    micro-steps of <= micro_batch_turns turns (constrained: each turn's rows share
                 their prompt's trunk pass, `prefix_groups`), the same count on every rank (an
@@ -100,7 +100,7 @@ def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarra
     sums: dict[str, float] = {}
     lr_step = step if lr_step is None else lr_step
     for k, minibatch in enumerate(plan):
-        set_lr(learner.optimizer, lr_factor(lr_step + k * lr_stride, learner.schedule))
+        set_lr(learner.optimizer, stage.lr_scale * lr_factor(lr_step + k * lr_stride, learner.schedule))
         # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
         n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
             [len(minibatch), len(minibatch) if stage.mode == "constrained" else

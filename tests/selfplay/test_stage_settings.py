@@ -90,7 +90,8 @@ def test_bad_stage_settings_are_one_line_errors_naming_the_stage(tmp_path, stage
 
 
 @pytest.mark.parametrize("stage, message", [
-    ("{games: {tictactoe: 1.0}, search: {simulatons: 8}}", r"unknown config key 'search.simulatons'.*did you mean '.*search.simulations'"),
+    ("{games: {tictactoe: 1.0}, search: {simulatons: 8}}", r"unknown config key 'selfplay.stages\[0\].search.simulatons' in overrides \(did you mean "
+     r"'selfplay.stages\[0\].search.simulations'\?\)"),
     ("{games: {tictactoe: 1.0}, replay: {capacity: lots}}", r"bad value for config key .*capacity"),
     ("{games: {tictactoe: 1.0}, objectives: 3}", r"bad value for config key .*objectives"),
     ("{games: {tictactoe: 1.0}, search: {prior: unifrom}}", r"selfplay.stages\[0\].search.prior' must be one of "
@@ -151,3 +152,32 @@ def test_each_phase_trains_its_own_objective_from_its_own_clock_and_resumes_exac
     assert rows(tmp_path / "split", "eval") == rows(tmp_path / "whole", "eval")
     a, b = (load_model(latest_checkpoint(tmp_path / n)).state_dict() for n in ("whole", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stages_lr_scale_multiplies_the_run_schedule_only_while_that_stage_trains(tmp_path, monkeypatch):
+    from stlm_selfplay.selfplay import update as U
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    seen = []  # lr of every RL micro-step
+    original = U.rl_loss
+
+    def recording(learner, *args):
+        seen.append(learner.optimizer.param_groups[0]["lr"])
+        return original(learner, *args)
+
+    monkeypatch.setattr(U, "rl_loss", recording)
+    scaled = dict(TWO_PHASES, stages=f"[{TTT_SEARCH}, {KUHN_MMD[:-1]}, lr_scale: 0.25}}]")
+    selfplay(load_config(None, overrides(tmp_path, "scaled", **scaled)))
+    schedule = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
+    positions = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]  # as in the test above: the schedule is the run's
+    scale = [1.0] * 6 + [0.25] * 4  # stage 0 (6 replay steps) at 1, stage 1 (4 mmd steps) at lr_scale
+    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale, positions)], rel=1e-12)
+    assert [r["lr"] for r in rows(tmp_path / "scaled")][2:] == pytest.approx([2e-3 * 0.25 * lr_factor(p, schedule)
+                                                                              for p in (5, 7)], rel=1e-12)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_a_stage_lr_scale_that_is_not_positive_is_a_one_line_error(tmp_path, value):
+    cfg = load_config(None, overrides(tmp_path, "bad", stages=f"[{{games: {{tictactoe: 1.0}}, opponents: {{self: 1.0}}, lr_scale: {value}}}]"))
+    with pytest.raises(UserError, match=rf"selfplay.stages\[0\].lr_scale must be > 0 .*got {value}"):
+        check_selfplay(cfg.selfplay)
