@@ -3,8 +3,9 @@
 The JSON line (`_common.report`) must carry the shared keys, `quick: true`, at least one row,
 and the row keys listed below for each benchmark (scripts not listed: the shared keys only); each
 row's throughput must be a finite number > 0 (`check_throughput`).
-Together the scripts take over a minute, so the three slowest run only under `pytest -m slow`:
-bench_rollout and bench_selfplay (each first pretrains a small game model) and bench_model
+Together the scripts take over a minute, so the four slowest run only under `pytest -m slow`:
+bench_rollout and bench_selfplay (each first pretrains a small game model), bench_quickstart (a
+whole tiny `stlm run`) and bench_model
 (~80 s of CPU time with --quick when this test was written). The default five take ~30 s of CPU.
 """
 
@@ -21,7 +22,7 @@ from conftest import TEST_TEXT  # not ../shared: a bare clone has none
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 TAKES_DATA = {"bench_lm", "bench_model", "bench_pretrain"}  # scripts with a --data text file option
-SLOW = {"bench_model", "bench_rollout", "bench_selfplay"}
+SLOW = {"bench_model", "bench_rollout", "bench_selfplay", "bench_quickstart"}
 SHARED_KEYS = {"benchmark", "date", "machine", "quick", "rows", "ratios", "goals"}
 ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_lm": {"variant", "params", "embedding_head_params", "nats_per_byte", "nats_std", "bits_per_byte",
@@ -36,6 +37,7 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_scoring": {"method", "positions", "actions", "cpu_s", "positions_per_s"},
     "bench_cli": {"what", "seconds"},
     "bench_search_targets": {"simulations", "playouts", "mass", "greedy", "cpu_ms_per_position"},
+    "bench_quickstart": {"seed", "wall_s", "cpu_s"},
 }
 RATIO_KEYS = {  # same-run ratios the benchmark reports
     "bench_cli": {"slowest_help_over_import_torch"},
@@ -50,6 +52,7 @@ EXTRA_KEYS = {  # top-level keys beyond the shared ones
     "bench_selfplay": {"final_vs_minimax", "seed", "minutes"},
     "bench_gpu": {"dry_run", "peak_flops", "variants", "bpe"},
     "bench_supervised": {"seconds", "curves"},
+    "bench_quickstart": {"config", "overrides", "first_stage", "curves"},
 }
 
 
@@ -122,3 +125,21 @@ def test_selfplay_bench_runs_a_yaml_recipe(tmp_path):
     assert set(payload["final_vs_minimax"]) == {"recipe-tictactoe-search"}
     train = [json.loads(line) for line in (tmp_path / "recipe-tictactoe-search" / "metrics.jsonl").read_text().splitlines()]
     assert any(any("search_policy" in key for key in row) for row in train), train[-1]
+
+
+def test_quickstart_first_stage_probe_cuts_the_run_to_its_first_stage(tmp_path):
+    """bench_quickstart --first-stage: stops where stage 0 ends, drops the later stages, and keeps
+    only the targets and bots of stage 0's games (the quickstart: Kuhn poker)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from bench_quickstart import first_stage_config
+    from stlm_selfplay.config import load_config
+
+    whole = load_config(BENCHMARKS.parent / "configs" / "quickstart.yaml")
+    cut = load_config(first_stage_config(BENCHMARKS.parent / "configs" / "quickstart.yaml", tmp_path / "cut.yaml"))
+    first = whole.selfplay.stages[0]
+    assert cut.selfplay.updates == first.until_update == 100 and len(cut.selfplay.stages) == 1
+    assert cut.selfplay.stages[0].until_update == 0 and cut.selfplay.stages[0].games == first.games == {"kuhn_poker": 1.0}
+    assert cut.selfplay.stages[0].objectives == first.objectives
+    assert dict(cut.evaluation.at_most) == {"kuhn_poker/exploitability": 0.2}
+    assert list(cut.evaluation.bots) == ["random", "nash"]
+    assert cut.model == whole.model and cut.schedule == whole.schedule and cut.data == whole.data  # same pretraining
