@@ -242,6 +242,15 @@ class Game:
         with them (`selfplay.search.symmetries`). Default: the game declares none."""
         return []
 
+    def information_deals(self, player: int) -> list[tuple[Any, float]]:
+        """The deals `player` cannot tell from this game's, this one included, each with its chance
+        probability given what `player` has seen (summing to 1): with `history` replayed under each
+        deal (`reset(deal=...)` then `step`), the histories sharing `player`'s information state.
+        Information-state action values need it (mmd's `values: infostate`, selfplay/action_values.py).
+        Default: the game does not declare them (UserError)."""
+        raise UserError(f"{self.title or type(self).__name__} does not list the deals behind an information state "
+                        "(Game.information_deals); use values: exact or sampled for it")
+
     def state_key(self) -> Any:
         """A hashable key equal for equal states (default: the deal and the action history)."""
         return (repr(self.deal), tuple(self.history), self.turn, self.done, self._strikes)

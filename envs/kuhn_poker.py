@@ -18,6 +18,7 @@ from __future__ import annotations
 from stlm_selfplay.envs.base import Game
 from stlm_selfplay.envs.players import Player
 from stlm_selfplay.envs.registry import register_game, register_player
+from stlm_selfplay.errors import UserError
 
 CARDS = "JQK"
 PUBLIC = {"check": "p", "fold": "p", "bet": "b", "call": "b"}
@@ -114,6 +115,17 @@ class KuhnPoker(Game):
         if self.rounds > 1:
             text += f" Hand {min(self.hand + 1, self.rounds)} of {self.rounds}; your chips so far: {self.chips[player]:+g}."
         return text
+
+    def information_deals(self, player: int) -> list[tuple[tuple[tuple[int, int], ...], float]]:
+        """`player` sees its own card, not the other's: the deals with the same card for `player` and
+        either of the two other cards for the opponent, 1/2 each (rounds: 1 only: with more hands the
+        chips after a showdown tell the earlier cards apart, and the prompt shows no earlier hand)."""
+        if self.rounds != 1:
+            raise UserError(f"kuhn_poker information states are listed for rounds: 1 only (got rounds: {self.rounds}); "
+                            "use values: exact or sampled")
+        own = self._deal[0][player]
+        others = [c for c in range(3) if c != own]
+        return [(((own, c) if player == 0 else (c, own),), 1.0 / len(others)) for c in others]
 
     def state_key(self):
         return (self._deal, tuple(self.history), self.done, self._strikes)

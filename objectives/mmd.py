@@ -31,6 +31,12 @@ selfplay/action_values.py; the surrogate is not used):
 
     l_t = -sum_b q_b (Q_b - V_t),   V_t = sum_b o_b Q_b        (all actions, no sampled action)
 
+With values: infostate the same l_t on Q_b = Q(I_t, b), the average of Q(h, b) over the histories
+h in the mover's information state I_t (Kuhn poker: the opponent's possible cards), weighted by
+chance(h) times the other seats' reach of h under the same policy (selfplay/action_values.py):
+the expected return given what the mover knows, so the hidden deal no longer enters the gradient
+(MMD's full feedback).
+
 and in both cases
 
     l_t += alpha(step) KL_t(q || rho) + prox_coef KL_t(q || o)        (prox_coef plays 1 / eta)
@@ -66,11 +72,11 @@ magnet_every = 0 keeps the initial policy as the magnet for the whole run.
 Batch fields read (constrained self-play batches, selfplay/batch.py; beside objectives/rl.py's):
   extras['ref_logq']   [B] log rho_b of each candidate row under the magnet model (selfplay/update.py)
   extras['old_probs']  [B] o_b of each candidate row (each turn's rows sum to 1; needed if prox_coef > 0
-                       or values: exact)
-  extras['action_values']  [B] Q_b of each candidate row (values: exact; Decision.action_values)
+                       or values: exact / infostate)
+  extras['action_values']  [B] Q_b of each candidate row (values: exact / infostate; Decision.action_values)
 
 Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn;
-values: exact also q_spread (mean_t sum_b o_b |Q_b - V_t|, how much the choice matters).
+values: exact / infostate also q_spread (mean_t sum_b o_b |Q_b - V_t|, how much the choice matters).
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ from stlm_selfplay.options import option
 
 MAGNETS = ("policy", "uniform")
 SURROGATES = ("pg", "ppo")
-VALUES = ("sampled", "exact")
+VALUES = ("sampled", "exact", "infostate")
 
 
 def turn_kl(logq: torch.Tensor, logr: torch.Tensor, groups: torch.Tensor, n_turns: int) -> torch.Tensor:
@@ -98,7 +104,7 @@ def turn_kl(logq: torch.Tensor, logr: torch.Tensor, groups: torch.Tensor, n_turn
 
 def exact_policy_term(logq: torch.Tensor, values: torch.Tensor, old_probs: torch.Tensor, groups: torch.Tensor,
                       n_turns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """values: exact. (l_t = -sum_b q_b (Q_b - V_t) [n_turns], V_t = sum_b o_b Q_b [n_turns]) from
+    """values: exact and infostate. (l_t = -sum_b q_b (Q_b - V_t) [n_turns], V_t = sum_b o_b Q_b [n_turns]) from
     per-row log q, Q and o [B]."""
     zeros = torch.zeros(n_turns, device=logq.device, dtype=logq.dtype)
     v = zeros.index_add(0, groups, old_probs * values)
@@ -141,15 +147,19 @@ class MMD(PolicyGradientObjective):
                                 choices=SURROGATES)
         epsilon: float = option(0.2, "ppo surrogate's clip range")
         values: str = option("sampled", "policy term: sampled (the surrogate on the played action with its advantage "
-                             "from selfplay.advantages) or exact (-sum_b q_b (Q_b - V): every legal action's exact "
-                             "value by enumerating the rest of the game under the learner's policy, "
-                             "selfplay/action_values.py; small games such as kuhn_poker only; needs surrogate: pg, "
-                             "which it replaces)", choices=VALUES)
+                             "from selfplay.advantages), exact (-sum_b q_b (Q_b - V): every legal action's exact "
+                             "value Q(h, b) in the true history h by enumerating the rest of the game under the "
+                             "learner's policy, selfplay/action_values.py; small games such as kuhn_poker only; needs "
+                             "surrogate: pg, which it replaces) or infostate (the same term on Q(I, b) = "
+                             "sum_{h in I} w(h) Q(h, b) / sum_h w(h), w(h) = chance(h) * the other seats' reach of h "
+                             "under the policy: averaged over the histories the mover cannot tell apart, so the "
+                             "hidden deal leaves the gradient; games listing Game.information_deals only)",
+                             choices=VALUES)
 
         def __post_init__(self):
             super().__post_init__()
-            if self.values == "exact" and self.surrogate != "pg":
-                raise UserError("mmd values: exact replaces the sampled surrogate by the all-action term; set "
+            if self.values != "sampled" and self.surrogate != "pg":
+                raise UserError(f"mmd values: {self.values} replaces the sampled surrogate by the all-action term; set "
                                 "surrogate: pg (prox_coef > 0 keeps several optimizer steps near the rollout policy)")
             if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every) < 0:
                 raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps and magnet_every "
@@ -202,9 +212,9 @@ class MMD(PolicyGradientObjective):
         mask = torch.ones_like(logp)
         entropy = policy_entropy(output, batch) if o.entropy_weight(batch.step) != 0.0 else None
         term, spread = None, None
-        if o.values == "exact":
+        if o.values != "sampled":
             if "action_values" not in batch.extras or "old_probs" not in batch.extras:
-                raise ValueError("objective 'mmd' with values: exact needs batch.extras['action_values'] and "
+                raise ValueError(f"objective 'mmd' with values: {o.values} needs batch.extras['action_values'] and "
                                  "['old_probs'] (selfplay/action_values.py fills them)")
             values = batch.extras["action_values"].to(logq.device, logq.dtype)
             old_probs = batch.extras["old_probs"].to(logq.device, logq.dtype)

@@ -317,7 +317,7 @@ def check_training(cfg: SelfPlayConfig, indices: list[int]) -> None:
     search_policy only, mmd and exact values where they can run, a value objective for gae."""
     from stlm_selfplay.objectives import build_objectives
     from stlm_selfplay.objectives.rl import is_rl, rl_objective_names
-    from stlm_selfplay.selfplay.action_values import check_exact_values, wants_exact_values
+    from stlm_selfplay.selfplay.action_values import check_exact_values, values_of, wants_exact_values
 
     objectives = build_objectives(cfg.objectives)  # unknown names / options -> UserError
     rl = [o.name for o in objectives.objectives if is_rl(o) or o.name == SEARCH_OBJECTIVE]
@@ -329,8 +329,9 @@ def check_training(cfg: SelfPlayConfig, indices: list[int]) -> None:
     if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
         raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
                         "exact sums over the legal actions)")
-    if any(wants_exact_values(o) for o in objectives.objectives):
-        check_exact_values(cfg)
+    for objective in objectives.objectives:
+        if wants_exact_values(objective):
+            check_exact_values(cfg, values_of(objective))
     if _needs_values(cfg) and VALUE_OBJECTIVE not in [o.name for o in objectives.objectives]:
         raise UserError(f"selfplay.advantages.estimator={cfg.advantages.estimator} reads the value head's V(s), "
                         f"which only the value objective trains: add {{name: {VALUE_OBJECTIVE}}} to selfplay.objectives")

@@ -168,7 +168,7 @@ MMD_RUN = dict(updates=3, games_per_update=8, ppo_epochs=2, minibatches=2, micro
                objectives="[{name: mmd, alpha: 0.5, magnet_every: 2, magnet_rate: 0.5, prox_coef: 0.1}]")
 
 
-@pytest.mark.parametrize("values", ["sampled", "exact"])
+@pytest.mark.parametrize("values", ["sampled", "exact", "infostate"])
 def test_magnet_reaches_the_batch_and_a_split_run_equals_a_whole_one(tmp_path, values):
     from _pretrain_helpers import final_weights
     from stlm_selfplay.selfplay.loop import selfplay
@@ -183,9 +183,9 @@ def test_magnet_reaches_the_batch_and_a_split_run_equals_a_whole_one(tmp_path, v
     key = lambda r: (r["step"], r["games_digest"], r["mmd/loss"], r["mmd/kl_magnet"], r["mmd/kl_old"])  # noqa: E731
     assert [key(r) for r in rows["whole"]] == [key(r) for r in rows["split"]]
     assert min(r["mmd/kl_magnet"] for r in rows["whole"]) > 0  # the magnet's log-probs reach the batch
-    # exact values reach the batch (the objective would raise without them); sampled runs have none
-    assert all(("mmd/q_spread" in r) == (values == "exact") for r in rows["whole"])
-    if values == "exact":
+    # enumerated values reach the batch (the objective would raise without them); sampled runs have none
+    assert all(("mmd/q_spread" in r) == (values != "sampled") for r in rows["whole"])
+    if values != "sampled":
         assert min(r["mmd/q_spread"] for r in rows["whole"]) > 0
     a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,5 +1,6 @@
 """configs/selfplay/kuhn.yaml, the Kuhn self-play recipe bench_selfplay runs, loads and keeps the
-pieces that moved the exploitability below the card-blind floor of 1/3 (benchmarks/RESULTS.md)."""
+pieces that moved the exploitability below the card-blind floor of 1/3 (benchmarks/RESULTS.md);
+so do kuhn-exact.yaml and kuhn-infostate.yaml (mmd on exact / information-state action values)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ def test_kuhn_exact_recipe_loads_and_uses_exact_values_on_a_schedule_laid_out_ov
     (objective,) = cfg.selfplay.objectives
     assert objective["name"] == "mmd" and objective["values"] == "exact" and objective["surrogate"] == "pg"
     assert objective["entropy_coef"] > 0  # without it the policy saturates card-blind (RESULTS.md)
+    assert objective["entropy_decay_steps"] == cfg.selfplay.updates * cfg.selfplay.ppo_epochs * cfg.selfplay.minibatches
+    (stage,) = cfg.selfplay.stages
+    assert stage.games == {"kuhn_poker": 1.0} and stage.mode == "constrained" and stage.temperature == 1.0
+
+
+def test_kuhn_infostate_recipe_loads_and_anneals_its_entropy_bonus_to_zero_over_its_updates(repo_root):
+    cfg = load_config(repo_root / "configs" / "selfplay" / "kuhn-infostate.yaml", ["selfplay.init_from=somewhere"])
+    check_selfplay(cfg.selfplay)
+    (objective,) = cfg.selfplay.objectives
+    assert objective["name"] == "mmd" and objective["values"] == "infostate" and objective["surrogate"] == "pg"
+    assert objective["entropy_coef"] > 0 and objective["entropy_coef_final"] == 0.0
     assert objective["entropy_decay_steps"] == cfg.selfplay.updates * cfg.selfplay.ppo_epochs * cfg.selfplay.minibatches
     (stage,) = cfg.selfplay.stages
     assert stage.games == {"kuhn_poker": 1.0} and stage.mode == "constrained" and stage.temperature == 1.0
