@@ -180,6 +180,19 @@ def test_free_mode_legal_mass_trains_on_the_rl_turns(tmp_path):
         assert row["legal_mass/loss"] >= -math.log(row["legal_mass/legal_mass"]) - 1e-4  # Jensen: -mean log >= -log mean
 
 
+def test_the_free_recipe_keeps_its_fix():
+    """configs/selfplay/tictactoe-free.yaml (bench_selfplay's ttt-free): free mode with legal_mass, the
+    retry rule in training games and an illegal-move penalty (benchmarks/RESULTS.md)."""
+    from pathlib import Path
+
+    sp = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-free.yaml")).selfplay
+    check_selfplay(sp)
+    assert [s.mode for s in sp.stages] == ["free"]
+    assert {"name": "legal_mass", "weight": 1.0} in sp.objectives
+    assert sp.stages[0].game_options == {"tictactoe": {"illegal": "retry:1"}} and sp.advantages.illegal_penalty > 0
+    assert sp.eval.mode == ""  # evaluated in free mode, under the game's default `lose` rule
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from stlm_selfplay.cli import main
 
