@@ -2,8 +2,10 @@
 
 Each game's model is first pretrained only on random-play transcripts (`data.source: games`,
 players random), then improved by the self-play loop (`stlm_selfplay.selfplay.loop.selfplay`,
-REINFORCE with RAE baselines). Tic-tac-toe: `generic_recipe`, against random play, itself and
-its snapshots. Kuhn: `configs/selfplay/kuhn.yaml`, against itself and its snapshots with an
+REINFORCE with RAE baselines). Tic-tac-toe constrained: `generic_recipe`, against random play,
+itself and its snapshots; free: `configs/selfplay/tictactoe-free.yaml`, the same plus the
+`legal_mass` objective, the `retry:1` rule in training games and an illegal-move penalty (without
+them free play collapses onto illegal moves within ~40 updates; benchmarks/RESULTS.md). Kuhn: `configs/selfplay/kuhn.yaml`, against itself and its snapshots with an
 entropy bonus (without it the card-blind pretrained policy turns deterministic before it learns
 to read its card, and stays at exploitability 1/3; benchmarks/RESULTS.md). The run is cut
 into chunks of `--eval-every` updates; after each, the loop's own evaluation
@@ -52,7 +54,7 @@ MODEL = dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=344, d_local
              max_seq_len=128)
 QUICK_MODEL = dict(MODEL, d_model=32, n_layers=1, d_ff=64, d_local=32)
 RUNS = {  # name: (game, action mode, evaluation bots, self-play recipe: a YAML, or "" = generic_recipe)
-    "ttt-free": ("tictactoe", "free", "[random, minimax]", ""),
+    "ttt-free": ("tictactoe", "free", "[random, minimax]", "configs/selfplay/tictactoe-free.yaml"),
     "ttt-constrained": ("tictactoe", "constrained", "[random, minimax]", ""),
     "kuhn": ("kuhn_poker", "constrained", "[random, nash]", "configs/selfplay/kuhn.yaml"),
 }

@@ -19,5 +19,6 @@ from stlm_selfplay.objectives import mod  # noqa: F401  (registers "mod")
 from stlm_selfplay.objectives import value  # noqa: F401  (registers "value")
 from stlm_selfplay.objectives import search_policy  # noqa: F401  (registers "search_policy")
 from stlm_selfplay.objectives import mmd  # noqa: F401  (registers "mmd")
+from stlm_selfplay.objectives import legal_mass  # noqa: F401  (registers "legal_mass")
 
 __all__ = ["Batch", "Objective", "ObjectiveOutput", "ObjectiveSet", "REGISTRY", "build_objective", "build_objectives", "register"]

@@ -78,22 +78,33 @@ def _action_mask(batch: Batch) -> torch.Tensor:
     return batch.target_mask()
 
 
+def action_scores(output, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Rows of candidate actions: s_b = sum_t loss_mask[b, t+1] log softmax(logits[b, t])[input_ids[b, t+1]]
+    (tau = 1), the log-likelihood of row b's action bytes. Returns (s [B], groups [B], number of turns)."""
+    mask = _action_mask(batch).to(output.logits.device)
+    scores = -(token_nll(output.logits, batch.input_ids) * mask).sum(-1)
+    groups = batch.extras["groups"].to(scores.device).long()
+    return scores, groups, int(groups.max()) + 1 if groups.numel() else 0
+
+
+def group_logsumexp(scores: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """lse[g] = log sum_{b: groups[b] = g} exp(scores[b]) [n_groups] (stable: the group's max first)."""
+    peak = torch.full((n_groups,), float("-inf"), device=scores.device).scatter_reduce(
+        0, groups, scores.detach(), "amax"
+    )
+    sums = torch.zeros(n_groups, device=scores.device, dtype=scores.dtype).index_add(
+        0, groups, torch.exp(scores - peak[groups])
+    )
+    return peak + torch.log(sums)
+
+
 def _turn_log_policy(output, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Constrained mode: log q_b = s_b / tau - logsumexp_{b' in turn(b)} s_b' / tau per row [B].
 
     Returns (log q [B], groups [B], number of turns)."""
-    mask = _action_mask(batch).to(output.logits.device)
-    scores = -(token_nll(output.logits, batch.input_ids) * mask).sum(-1) / _temperature(batch)
-    groups = batch.extras["groups"].to(scores.device).long()
-    n_turns = int(groups.max()) + 1 if groups.numel() else 0
-    peak = torch.full((n_turns,), float("-inf"), device=scores.device).scatter_reduce(
-        0, groups, scores.detach(), "amax"
-    )
-    sums = torch.zeros(n_turns, device=scores.device, dtype=scores.dtype).index_add(
-        0, groups, torch.exp(scores - peak[groups])
-    )
-    lse = peak + torch.log(sums)
-    return scores - lse[groups], groups, n_turns
+    scores, groups, n_turns = action_scores(output, batch)
+    scores = scores / _temperature(batch)
+    return scores - group_logsumexp(scores, groups, n_turns)[groups], groups, n_turns
 
 
 def policy_logprobs(output, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,9 @@ row's probability under the rollout's policy (Decision.probs). Turns chosen by s
 `search_policy` objective's target; each turn's rows sum to 1), and turns with exact values
 (selfplay/action_values.py) `extras['action_values']`, each row's Q(h, b).
 
+legal_mass (free mode, objectives/legal_mass.py): `legal_batch` has one row per (turn, legal
+action), `prompt + action`, with `extras['groups']` mapping rows to turns (Decision.legal).
+
 Rows are right-padded with PAD (the model counts patches from each row's first real byte, so
 the padding side does not change a row's log-probs).
 
@@ -80,6 +83,14 @@ def turns_to_batch(
     ids, attn, loss = _pack(rows)
     return Batch(input_ids=ids, attention_mask=attn, loss_mask=loss, step=step, total_steps=total_steps,
                  old_logprobs=old, advantages=advantages.float(), ref_logprobs=ref_logprobs, extras=extras)
+
+
+def legal_batch(turns: Sequence[Turn]) -> Batch:
+    """The `legal_mass` rows of free-mode `turns`: prompt + each legal action (Decision.legal)."""
+    rows = [(t.prompt, a) for t in turns for a in t.decision.legal]
+    ids, attn, loss = _pack(rows)
+    groups = torch.tensor([i for i, t in enumerate(turns) for _ in t.decision.legal])
+    return Batch(ids, attention_mask=attn, loss_mask=loss, extras={"groups": groups})
 
 
 def action_logit_positions(batch: Batch) -> torch.Tensor:

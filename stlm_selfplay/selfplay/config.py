@@ -38,6 +38,8 @@ SPECIAL_OPPONENTS = ("self", "pool")  # every other opponent name is a scripted 
 VALUE_OBJECTIVE = "value"  # the objective that trains the value head (objectives/value.py)
 SEARCH_OBJECTIVE = "search_policy"  # the policy objective of search runs (objectives/search_policy.py)
 MMD_OBJECTIVE = "mmd"  # magnetic mirror descent, constrained mode only (objectives/mmd.py)
+LEGAL_OBJECTIVE = "legal_mass"  # free mode's legality term on the RL turns (objectives/legal_mass.py)
+TURN_OBJECTIVES = (VALUE_OBJECTIVE, LEGAL_OBJECTIVE)  # trained on the RL turns, not on transcripts
 
 
 @dataclass
@@ -182,7 +184,8 @@ class SelfPlayConfig:
         [{"name": "reinforce"}], "one RL objective (reinforce, ppo, grpo or mmd, with its options) plus optional "
         "auxiliary objectives with weights, e.g. [{name: ppo, epsilon: 0.2}, {name: ce, weight: 0.1}] (ce reads the "
         "played transcripts; `value`, e.g. {name: value, weight: 0.5, epsilon: 0.2}, trains the value head on the RL "
-        "turns); the loss is their weighted sum")
+        "turns; `legal_mass`, free mode, e.g. {name: legal_mass, weight: 1.0}, raises the probability of writing a "
+        "legal move on the RL turns); the loss is their weighted sum")
     ppo_epochs: int = option(1, "passes over the collected turns per update")
     minibatches: int = option(1, "optimizer steps per pass (the turns are shuffled and split)")
     micro_batch_turns: int = option(256, "turns per forward/backward (gradient accumulation above it)")
@@ -329,6 +332,9 @@ def check_training(cfg: SelfPlayConfig, indices: list[int]) -> None:
     if rl[0] == MMD_OBJECTIVE and any(stage.mode != "constrained" for stage in cfg.stages):
         raise UserError(f"selfplay.objectives: {MMD_OBJECTIVE} needs constrained mode in every stage (its KL terms are "
                         "exact sums over the legal actions)")
+    if LEGAL_OBJECTIVE in [o.name for o in objectives.objectives] and any(s.mode != "free" for s in cfg.stages):
+        raise UserError(f"selfplay.objectives: {LEGAL_OBJECTIVE} needs mode: free in every stage (a constrained policy "
+                        "only ever plays legal moves); remove it or set the stages' mode to free")
     for objective in objectives.objectives:
         if wants_exact_values(objective):
             check_exact_values(cfg, values_of(objective))

@@ -38,22 +38,22 @@ import torch
 from stlm_selfplay.objectives import build_objectives
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import is_rl
-from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, VALUE_OBJECTIVE, SelfPlayConfig,
+from stlm_selfplay.selfplay.config import (SEARCH_OBJECTIVE, TURN_OBJECTIVES, SelfPlayConfig,
                                            steps_per_update as steps_per_update_of)
 from stlm_selfplay.selfplay.replay import ReplayBuffer
 from stlm_selfplay.selfplay.update import Learner
 
 
-def split_objectives(specs) -> tuple[torch.nn.Module, tuple | None, ObjectiveSet | None]:
-    """(the RL objective (or search_policy), (the value objective, its weight) or None, the auxiliary
-    objectives with their weights or None). The value objective trains on the RL turns, the others
-    on transcripts."""
+def split_objectives(specs) -> tuple[torch.nn.Module, tuple | None, tuple | None, ObjectiveSet | None]:
+    """(the RL objective (or search_policy), (the value objective, its weight) or None, (legal_mass,
+    its weight) or None, the auxiliary objectives with their weights or None). The value and
+    legal_mass objectives train on the RL turns, the others on transcripts."""
     objectives = build_objectives(specs)
     pairs = list(zip(objectives.objectives, objectives.weights))
     policy = [o for o, _ in pairs if is_rl(o) or o.name == SEARCH_OBJECTIVE][0]
-    value = next(((o, w) for o, w in pairs if o.name == VALUE_OBJECTIVE), None)
-    aux = [(o, w) for o, w in pairs if o is not policy and o.name != VALUE_OBJECTIVE]
-    return policy, value, ObjectiveSet(aux) if aux else None
+    value, legal = (next(((o, w) for o, w in pairs if o.name == name), None) for name in TURN_OBJECTIVES)
+    aux = [(o, w) for o, w in pairs if o is not policy and o.name not in TURN_OBJECTIVES]
+    return policy, value, legal, ObjectiveSet(aux) if aux else None
 
 
 def pool_model_copy(template: torch.nn.Module, tensors: dict) -> torch.nn.Module:
@@ -68,7 +68,7 @@ def start_phase(settings: SelfPlayConfig, model: torch.nn.Module, train_model: t
     """The learner of a phase training with `settings` from `first_update`: its objectives built
     anew, and the KL reference / mmd magnet holding `reference` (resuming) or a copy of `model`
     now, when they need one. The model, optimizer, lr schedule and routing are the run's."""
-    rl, value, aux = split_objectives(settings.objectives)
+    rl, value, legal, aux = split_objectives(settings.objectives)
     rl.to(next(model.parameters()).device)
     magnet = getattr(rl, "needs_magnet_model", lambda: False)()  # mmd: the reference is its magnet
     frozen = None
@@ -76,7 +76,7 @@ def start_phase(settings: SelfPlayConfig, model: torch.nn.Module, train_model: t
         frozen = pool_model_copy(model, reference if reference is not None else
                                  {k: v.detach().clone() for k, v in model.state_dict().items()})
     steps = (settings.updates - first_update) * steps_per_update_of(settings)
-    return Learner(model, train_model, optimizer, schedule, rl, aux, frozen, routing, value, objective_steps=steps)
+    return Learner(model, train_model, optimizer, schedule, rl, aux, frozen, routing, value, legal, objective_steps=steps)
 
 
 def phase_buffer(buffer: ReplayBuffer | None, settings: SelfPlayConfig) -> ReplayBuffer | None:

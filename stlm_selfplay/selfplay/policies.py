@@ -39,6 +39,7 @@ class Decision:
     chosen: int | None = None  # constrained: index of `text` in `candidates`
     probs: list[float] | None = None  # constrained: the policy's distribution over candidates
     byte_logprobs: list[float] = field(default_factory=list)  # free: per written byte
+    legal: list[bytes] | None = None  # free: every legal action, formatted (the legal_mass objective's rows)
     search_probs: list[float] | None = None  # search (selfplay/search.py): the root visit distribution
     #                                          over candidates, the `search_policy` objective's target
     action_values: list[float] | None = None  # mmd values: exact: Q(h, b) of each candidate for the mover
@@ -98,7 +99,8 @@ class ModelPolicy:
 
     def act(self, games, players, gen: RolloutRandom) -> list[Decision]:
         prompts = self.prompts(games, players)
-        decisions = self._free(prompts, gen) if self.mode == "free" else self._constrained(games, players, prompts, gen)
+        decisions = (self._free(games, players, prompts, gen) if self.mode == "free"
+                     else self._constrained(games, players, prompts, gen))
         for decision, prompt in zip(decisions, prompts):
             decision.prompt = prompt
         return decisions
@@ -119,13 +121,15 @@ class ModelPolicy:
             ))
         return decisions
 
-    def _free(self, prompts, gen) -> list[Decision]:
+    def _free(self, games, players, prompts, gen) -> list[Decision]:
         outs = generate(
             self.model, prompts, max_new_bytes=self.max_action_bytes, stop=[b"]", b"\n"],
             temperature=max(self.temperature, 0.0) if self.temperature > 0 else 1.0,
             greedy=self.temperature <= 0, generator=gen.torch,
         )
-        return [Decision(text=o.text, logprob=float(sum(o.logprobs)), byte_logprobs=list(o.logprobs)) for o in outs]
+        return [Decision(text=o.text, logprob=float(sum(o.logprobs)), byte_logprobs=list(o.logprobs),
+                         legal=[format_action(a).encode() for a in g.legal_actions(p)])
+                for o, g, p in zip(outs, games, players)]
 
 
 @dataclass

@@ -16,6 +16,8 @@ with replay, `ReplayBuffer.plan`: steps_per_update draws from the buffer, selfpl
                 [value] (a `value` objective): + weight * its loss on the same turns, V(s)
                 of each prompt from the model with gradient, targets R and rollout V_old,
                 scaled like grpo's to the minibatch mean
+                [legal_mass] (free mode): + weight * -mean_t log sum_{a legal} p(a | prompt_t) on
+                the same turns (objectives/legal_mass.py), scaled the same way
         clip the global gradient norm; optimizer step;  step += 1
 
 DDP synchronises gradients only in the last micro-step of each optimizer step (`no_sync` before).
@@ -36,7 +38,8 @@ from stlm_selfplay.model.value_head import state_values
 from stlm_selfplay.objectives.base import Batch
 from stlm_selfplay.objectives.registry import ObjectiveSet
 from stlm_selfplay.objectives.rl import _turn_log_policy, policy_logprobs
-from stlm_selfplay.selfplay.batch import action_logit_positions, prompt_batch, transcript_batch, turns_to_batch
+from stlm_selfplay.selfplay.batch import (action_logit_positions, legal_batch, prompt_batch, transcript_batch,
+                                          turns_to_batch)
 from stlm_selfplay.selfplay.replay import ReplayBuffer, with_images
 from stlm_selfplay.train import distributed as D
 from stlm_selfplay.train.optim import lr_factor, set_lr
@@ -55,6 +58,7 @@ class Learner:
     reference: torch.nn.Module | None  # the frozen KL reference policy (objectives with beta != 0)
     routing: dict  # forward kwargs that make training forwards route as sampling did
     value: tuple | None = None  # (the `value` objective, its weight), or None: no value loss
+    legal: tuple | None = None  # (the `legal_mass` objective, its weight), or None
     objective_steps: int = 0  # the objectives' batch.total_steps (their phase's, selfplay/phases.py); 0 = schedule.steps
 
     @property
@@ -125,6 +129,11 @@ def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarra
                                                   n_global / dist.world_size, device)
                     loss = loss + value
                     _add(sums, "value/", value_out.metrics)
+                if learner.legal is not None:
+                    legal, legal_out = legal_loss(learner, [turns[i] for i in part], n_global / dist.world_size,
+                                                  device)
+                    loss = loss + legal
+                    _add(sums, "legal_mass/", legal_out.metrics)
                 loss.backward()
             _add(sums, f"{learner.rl.name}/", out.metrics)
         if sp.grad_clip > 0:
@@ -169,6 +178,20 @@ def value_loss(learner: Learner, part: Sequence, returns: np.ndarray, turns_per_
         "values": values, "returns": torch.as_tensor(returns, dtype=torch.float32, device=device),
         "old_values": torch.tensor([t.value for t in part], dtype=torch.float32, device=device)})
     out = objective(None, batch)
+    return out.loss * (weight * len(part) / turns_per_rank), out
+
+
+def legal_loss(learner: Learner, part: Sequence, turns_per_rank: float, device: torch.device):
+    """(weight * loss scaled to the minibatch mean, objective output) of `legal_mass` on one
+    micro-step's free-mode turns: each turn's prompt through the trunk once (`prefix_groups`), the
+    local decoder on its legal actions' bytes only. Read through the unwrapped model, as `value_loss`."""
+    objective, weight = learner.legal
+    batch = legal_batch(part)
+    groups = batch.extras["groups"].to(device)
+    output = learner.model(batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                           prefix_groups=groups, logits_needed=action_logit_positions(batch).to(device),
+                           **learner.routing)
+    out = objective(output, batch)
     return out.loss * (weight * len(part) / turns_per_rank), out
 
 

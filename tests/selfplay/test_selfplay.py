@@ -4,6 +4,7 @@ handling of illegal model text, and the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -51,6 +52,7 @@ def test_config_loads_selfplay_keys_and_rejects_bad_ones(tmp_path):
     ({"pool": PoolConfig(sampling="newest")}, "pool.sampling"),
     ({"advantages": {"estimator": "rloo"}}, "group_size >= 2"),
     ({"stages": [StageConfig(games={"nim": 1.0}, opponents={"self": 1.0}, mode="typed")]}, "mode"),
+    ({"objectives": [{"name": "reinforce"}, {"name": "legal_mass"}]}, "legal_mass needs mode: free in every stage"),
 ])
 def test_check_selfplay_names_the_problem(change, message):
     from stlm_selfplay.selfplay.config import AdvantageConfig
@@ -161,6 +163,34 @@ def test_free_mode_illegal_text_is_counted_not_raised(tmp_path):
         assert row["reward_mean"] < 0  # illegal moves lose the game and pay the penalty
     evals = read_metrics(tmp_path / "free" / "metrics.jsonl", "eval")
     assert evals[-1]["tictactoe/random/illegal_rate"] > 0
+
+
+def test_free_mode_legal_mass_trains_on_the_rl_turns(tmp_path):
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    cfg = load_config(None, TINY_MODEL + selfplay_overrides(
+        "", tmp_path, "legal", updates=2, games_per_update=8, eval__episodes=2,
+        objectives="[{name: reinforce}, {name: legal_mass, weight: 2.0}]",
+        stages="[{games: {tictactoe: 1.0}, opponents: {random: 0.5, self: 0.5}, mode: free, "
+               "game_options: {tictactoe: {illegal: 'retry:1'}}}]"))
+    assert selfplay(cfg)["update"] == 2
+    train = read_metrics(tmp_path / "legal" / "metrics.jsonl", "train")
+    for row in train:  # an untrained model: the legal moves hold little of its mass
+        assert 0 < row["legal_mass/legal_mass"] < 0.5
+        assert row["legal_mass/loss"] >= -math.log(row["legal_mass/legal_mass"]) - 1e-4  # Jensen: -mean log >= -log mean
+
+
+def test_the_free_recipe_keeps_its_fix():
+    """configs/selfplay/tictactoe-free.yaml (bench_selfplay's ttt-free): free mode with legal_mass, the
+    retry rule in training games and an illegal-move penalty (benchmarks/RESULTS.md)."""
+    from pathlib import Path
+
+    sp = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-free.yaml")).selfplay
+    check_selfplay(sp)
+    assert [s.mode for s in sp.stages] == ["free"]
+    assert {"name": "legal_mass", "weight": 1.0} in sp.objectives
+    assert sp.stages[0].game_options == {"tictactoe": {"illegal": "retry:1"}} and sp.advantages.illegal_penalty > 0
+    assert sp.eval.mode == ""  # evaluated in free mode, under the game's default `lose` rule
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -53,7 +53,8 @@ def test_stage_settings_replace_the_run_level_ones_only_where_set(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["configs/quickstart.yaml", "configs/selfplay/tictactoe-replay.yaml",
-                                  "configs/selfplay/kuhn-exact.yaml", "configs/selfplay/tictactoe-constrained.yaml"])
+                                  "configs/selfplay/kuhn-exact.yaml", "configs/selfplay/tictactoe-constrained.yaml",
+                                  "configs/selfplay/tictactoe-free.yaml"])
 def test_configs_without_stage_settings_train_every_stage_with_the_run_level_ones(path):
     sp = load_config(str(ROOT / path)).selfplay
     check_selfplay(sp)
