@@ -55,7 +55,19 @@ already is one). alpha is annealed linearly over the optimizer steps like the en
 
     alpha(step) = alpha_final + (alpha - alpha_final) max(0, 1 - step / alpha_decay_steps)
 
-(alpha throughout when alpha_decay_steps = 0). With a single optimizer step per update (ppo_epochs =
+(alpha throughout when alpha_decay_steps = 0). Optionally a cover term, the KL from the uniform
+policy u_t = 1 / n_t to q, annealed linearly to 0 over cover_decay_steps:
+
+    l_t += cover(step) KL_t(u || q) = cover(step) (-(1 / n_t) sum_b log q_b - log n_t),
+    cover(step) = cover_coef max(0, 1 - step / cover_decay_steps)        (cover_coef throughout at 0)
+
+Why beside the entropy bonus (alpha KL(q || uniform) and entropy_coef): their gradients vanish as
+q saturates (dH / ds_b = -q_b (log q_b + H) -> 0 when some q_b -> 0), so a policy left one-hot, e.g.
+Kuhn's after a tic-tac-toe stage trained the shared bytes (the quickstart), gets no gradient at all
+in float32, while d KL(u || q) / ds_b = q_b - 1 / n_t stays ~ -1 / n_t for a starved action: the
+cover term pulls it back to mixing, then fades so that MMD's own fixed point is unchanged.
+
+With a single optimizer step per update (ppo_epochs =
 minibatches = 1) q = o at that step, so KL(q || o) and its gradient vanish: prox_coef only matters
 across several epochs / minibatches.
 
@@ -75,7 +87,8 @@ Batch fields read (constrained self-play batches, selfplay/batch.py; beside obje
                        or values: exact / infostate)
   extras['action_values']  [B] Q_b of each candidate row (values: exact / infostate; Decision.action_values)
 
-Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn;
+Metrics (besides the RL ones): kl_magnet (mean_t KL_t(q || rho)), kl_old, alpha, entropy_turn,
+kl_cover (mean_t KL_t(u || q), when cover_coef > 0);
 values: exact / infostate also q_spread (mean_t sum_b o_b |Q_b - V_t|, how much the choice matters).
 """
 
@@ -146,6 +159,12 @@ class MMD(PolicyGradientObjective):
         surrogate: str = option("pg", "pg (-A log pi(a)) or ppo (clipped ratio pi(a) / pi_behaviour(a))",
                                 choices=SURROGATES)
         epsilon: float = option(0.2, "ppo surrogate's clip range")
+        cover_coef: float = option(0.0, "weight of KL(uniform || pi) per turn at step 0, annealed linearly to 0 over "
+                                   "cover_decay_steps: unlike the entropy bonus its gradient stays ~1 / n for an action "
+                                   "of probability ~0, so it brings a saturated (one-hot) policy back to mixing, e.g. "
+                                   "a game's policy left deterministic by an earlier stage on another game; 0 = off")
+        cover_decay_steps: int = option(0, "optimizer steps over which cover_coef falls to 0 (0 = cover_coef "
+                                        "throughout)")
         values: str = option("sampled", "policy term: sampled (the surrogate on the played action with its advantage "
                              "from selfplay.advantages), exact (-sum_b q_b (Q_b - V): every legal action's exact "
                              "value Q(h, b) in the true history h by enumerating the rest of the game under the "
@@ -161,9 +180,10 @@ class MMD(PolicyGradientObjective):
             if self.values != "sampled" and self.surrogate != "pg":
                 raise UserError(f"mmd values: {self.values} replaces the sampled surrogate by the all-action term; set "
                                 "surrogate: pg (prox_coef > 0 keeps several optimizer steps near the rollout policy)")
-            if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every) < 0:
-                raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps and magnet_every "
-                                "must be >= 0")
+            if min(self.alpha, self.alpha_final, self.prox_coef, self.alpha_decay_steps, self.magnet_every,
+                   self.cover_coef, self.cover_decay_steps) < 0:
+                raise UserError("mmd options alpha, alpha_final, prox_coef, alpha_decay_steps, magnet_every, cover_coef "
+                                "and cover_decay_steps must be >= 0")
             if not 0.0 < self.magnet_rate <= 1.0 or self.epsilon <= 0:
                 raise UserError(f"mmd needs 0 < magnet_rate <= 1 and epsilon > 0, got magnet_rate={self.magnet_rate}, "
                                 f"epsilon={self.epsilon}")
@@ -176,6 +196,12 @@ class MMD(PolicyGradientObjective):
                 return self.alpha
             left = max(0.0, 1.0 - step / self.alpha_decay_steps)
             return self.alpha_final + (self.alpha - self.alpha_final) * left
+
+        def cover_weight(self, step: int) -> float:
+            """cover(step) of the module docstring."""
+            if self.cover_decay_steps <= 0:
+                return self.cover_coef
+            return self.cover_coef * max(0.0, 1.0 - step / self.cover_decay_steps)
 
     @property
     def needs_old_logprobs(self) -> bool:  # the ppo surrogate's ratio
@@ -239,6 +265,13 @@ class MMD(PolicyGradientObjective):
         loss = loss + alpha * reduce_loss(kl_magnet, mask, o.loss_type, max_len, num_items)
         metrics.update(kl_magnet=float(kl_magnet.detach().mean()), alpha=alpha,
                        entropy_turn=float(-(logq.exp() * logq).detach().sum() / max(n_turns, 1)))
+        cover = o.cover_weight(batch.step)
+        if cover > 0:  # KL_t(u || q) = -(1 / n_t) sum_b log q_b - log n_t
+            log_u = uniform_logq(groups, n_turns).to(logq.dtype)
+            kl_cover = torch.zeros(n_turns, device=logq.device, dtype=logq.dtype).index_add(
+                0, groups, log_u.exp() * (log_u - logq)).unsqueeze(1)
+            loss = loss + cover * reduce_loss(kl_cover, mask, o.loss_type, max_len, num_items)
+            metrics.update(kl_cover=float(kl_cover.detach().mean()), cover=cover)
         if o.prox_coef > 0:
             if "old_probs" not in batch.extras:
                 raise ValueError("objective 'mmd' with prox_coef > 0 needs batch.extras['old_probs']")

@@ -127,12 +127,43 @@ def test_magnet_update_equals_its_formula_and_runs_every_magnet_every_updates():
     assert not any(fixed.maybe_update_magnet(magnet, model, u) for u in range(1, 10))
 
 
+def test_cover_term_equals_its_formula_anneals_and_moves_a_saturated_policy():
+    """l_t += cover(step) KL(u || q): turn 0 q = [0.25, 0.75] (u = 1/2), turn 1 q = [0.25, 0.25, 0.5] (u = 1/3);
+    at step 30 of 60 the weight is half of cover_coef; on a saturated turn (q ~ [1, 1e-20]) the entropy
+    bonus's gradient is ~0 but the cover term's is ~1/2 on each logit."""
+    objective, _ = build_objective({"name": "mmd", "alpha": 0.2, "prox_coef": 0.1, "cover_coef": 0.4,
+                                    "cover_decay_steps": 60})
+    assert [objective.options.cover_weight(s) for s in (0, 30, 60, 90)] == pytest.approx([0.4, 0.2, 0.0, 0.0])
+    output, batch = _two_turns(step=30)
+    out = objective(output, batch)
+    pg = [-1.0 * math.log(0.75), 0.5 * math.log(0.25)]
+    q = [[0.25, 0.75], [0.25, 0.25, 0.5]]
+    cover = [_kl([1 / len(t)] * len(t), t) for t in q]
+    assert float(out.loss.detach()) == pytest.approx(_hand(0.2, 0.1, pg) + 0.2 * sum(cover) / 2, abs=1e-6)
+    assert out.metrics["kl_cover"] == pytest.approx(sum(cover) / 2)
+    assert "kl_cover" not in objective(*_two_turns(step=60)).metrics  # annealed away: the term is off
+
+    def saturated_grad(spec):
+        one_hot, _ = build_objective({"name": "mmd", "magnet": "uniform", "alpha": 0.0, **spec})
+        output, batch = _two_turns()
+        with torch.no_grad():  # turn 0: p = [1 - 1e-20, 1e-20] on the action byte -> q ~ [1, 1e-20]
+            output.logits[0, 0, 1], output.logits[1, 0, 1] = 46.0, -46.0
+        batch.advantages = torch.zeros(2)
+        objective_out = one_hot(output, batch)
+        objective_out.loss.backward()
+        return output.logits.grad[:2, 0, 1].abs().max().item()
+
+    assert saturated_grad({"entropy_coef": 1.0}) < 1e-15
+    assert saturated_grad({"cover_coef": 1.0}) == pytest.approx(0.25, rel=1e-6)  # mean over 2 turns of ~1/2
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"magnet": "unifrom"}, "uniform"),
     ({"surrogate": "ppo2"}, "ppo"),
     ({"alpha": -0.1}, ">= 0"),
     ({"magnet_rate": 0.0}, "magnet_rate"),
     ({"beta": 0.1}, "beta"),
+    ({"cover_coef": -1.0}, ">= 0"),
     ({"alhpa": 0.1}, "alpha"),
 ])
 def test_bad_options_are_one_line_user_errors(spec, message):
