@@ -66,6 +66,10 @@ class StageConfig:
     lr_scale: float = option(1.0, "multiplies the run's lr schedule while this stage trains (the schedule itself "
                              "spans the run): e.g. 0.1 for a Kuhn stage of a model whose logit_scale of 10 makes each "
                              "step move its policy ~10x as far as at logit_scale 1")
+    warmup_updates: int = option(0, "the stage's lr rises linearly from ~0 to lr_scale x the run's schedule over its "
+                                 "first n updates (0 = off): the optimizer's momentum from the previous stage, and "
+                                 "a new game's first large gradients, then move the shared weights at a small lr "
+                                 "(the quickstart's Kuhn stage after tic-tac-toe, RESULTS.md)")
     until_update: int = option(0, "the stage ends once this many updates (counted from the run's start) are done; 0 = "
                                "no update limit (the last stage runs to `updates`)")
     until_metric: str = option("", "eval metric that ends the stage when >= until_value, e.g. "
@@ -274,6 +278,9 @@ def check_selfplay(cfg: SelfPlayConfig, world_size: int = 1, value_head: bool | 
             raise UserError(f"{where}: game and opponent weights must be >= 0")
         if not stage.lr_scale > 0:
             raise UserError(f"{where}.lr_scale must be > 0 (it multiplies the lr schedule), got {stage.lr_scale}")
+        if stage.warmup_updates < 0:
+            raise UserError(f"{where}.warmup_updates must be >= 0 (updates of lr warmup at the stage start), "
+                            f"got {stage.warmup_updates}")
         if stage.random_opening < 0:
             raise UserError(f"{where}.random_opening must be >= 0 (random moves before the policies move), "
                             f"got {stage.random_opening}")

@@ -146,7 +146,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
     opponent_rng = random.Random(derive_seed(seed, "opponents", rank))  # opponent mix and pool draws
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle", rank))  # minibatch order
     eval_games = eval_games_of(sp)
-    update, stage_index, phase_start, last_eval = 0, 0, 0, {}
+    update, stage_index, phase_start, stage_start, last_eval = 0, 0, 0, 0, {}
     reference = None  # the phase's KL reference / mmd magnet being resumed (selfplay/phases.py)
     rating_results: list = []  # (game, a, b, score of a) from every evaluation so far
     exact_history: dict = {}  # game -> what its exact metric keeps of each snapshot (Kuhn: the policy table)
@@ -159,6 +159,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         pool.load_state_dict(state["pool"], model)
         update, stage_index, last_eval = state["update"], state["stage"], state["last_eval"]
         phase_start, reference = state.get("phase_start", 0), state.get("reference")
+        stage_start = state.get("stage_start", phase_start)  # older checkpoints: a stage started its phase
         rating_results, exact_history = [tuple(r) for r in state["ratings"]], state["exact_history"]
         mine = state["ranks"][rank]
         restore_rng_state(mine["rng"], {"rollout": gen.torch, "shuffle": shuffle})
@@ -208,7 +209,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                       "advantages": plain(estimator.state_dict()),
                                       "replay": None if buffer is None else buffer.state_dict()})
         if dist.is_main:
-            state = {"update": update, "stage": stage_index, "phase_start": phase_start, "optimizer": optimizer.state_dict(), "ranks": ranks,
+            state = {"update": update, "stage": stage_index, "phase_start": phase_start, "stage_start": stage_start,
+                     "optimizer": optimizer.state_dict(), "ranks": ranks,
                      "pool": pool.state_dict(), "ratings": [list(r) for r in rating_results], "exact_history": exact_history,
                      "last_eval": {k: float(v) for k, v in last_eval.items() if isinstance(v, (int, float))},
                      "games_per_update": sp.games_per_update, "world_size": world,
@@ -260,7 +262,8 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                                                                         shuffle)
             sums = optimize_update(learner, settings, stage, train_turns, train_adv, plan, episodes,
                                    (update - phase_start) * len(plan), device, dist, train_returns,
-                                   lr_step=update * run_steps, lr_stride=run_steps / len(plan))
+                                   lr_step=update * run_steps, lr_stride=run_steps / len(plan),
+                                   stage_updates=update - stage_start)
             update += 1
             if hasattr(learner.rl, "maybe_update_magnet"):  # mmd's magnet moves every magnet_every updates
                 learner.rl.maybe_update_magnet(learner.reference, model, update - phase_start)
@@ -293,7 +296,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             if (sp.eval.every and update % sp.eval.every == 0) or (update == sp.updates):
                 last_eval = evaluate_now(update)
             if stage_index < len(sp.stages) - 1 and stage_done(sp.stages[stage_index], update, last_eval):
-                stage_index += 1
+                stage_index, stage_start = stage_index + 1, update
                 if not same_training(sp, stage_index - 1, stage_index):  # a new phase (selfplay/phases.py)
                     phase_start, settings = update, stage_settings(sp, stage_index)
                     learner = start_phase(settings, model, train_model, optimizer, schedule, routing, phase_start)

@@ -18,7 +18,8 @@ set them. Where a stage's settings differ from the previous stage's, the loop st
                  oldest turns go at the next add) and is dropped by one that does not; a phase
                  that turns replay on starts empty
     lr           NOT restarted (nor the optimizer's moments; a stage's `lr_scale` multiplies the
-                 schedule while that stage trains): the lr schedule spans the run,
+                 schedule while that stage trains, ramped up from ~0 over its first `warmup_updates`,
+                 update.stage_lr_scale): the lr schedule spans the run,
                  selfplay.updates x the run-level steps per update S; the k-th of a phase's n
                  steps in update u sits at position (u + k / n) x S, so each update moves it
                  equally whatever its step count (n = S: step u S + k, as before)

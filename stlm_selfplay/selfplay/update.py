@@ -5,7 +5,9 @@ of minibatches (`minibatch_plan`: ppo_epochs shuffled splits of the kept turns i
 with replay, `ReplayBuffer.plan`: steps_per_update draws from the buffer, selfplay/replay.py):
 
     for minibatch in plan:
-        lr = peak_lr * stage.lr_scale * lr_factor(step)
+        lr = peak_lr * stage_lr_scale(stage, u_s + (k + 1) / n) * lr_factor(step)
+                    (u_s: the updates the stage has done before this one; the k-th of its n steps;
+                     stage_lr_scale = lr_scale x min(1, updates into the stage / warmup_updates))
         [aux]   one micro-step of the auxiliary objectives on this rank's played transcripts
         [rl]    micro-steps of <= micro_batch_turns turns (constrained: each turn's rows share
                 their prompt's trunk pass, `prefix_groups`), the same count on every rank (an
@@ -92,19 +94,29 @@ def training_plan(sp, turns: Sequence, adv: np.ndarray, keep: np.ndarray, return
                                                                    shuffle)
 
 
+def stage_lr_scale(stage, updates_into_stage: float) -> float:
+    """lr_scale x min(1, updates_into_stage / warmup_updates): the stage's multiplier of the run's lr
+    schedule (StageConfig.lr_scale, warmup_updates; lr_scale alone when warmup_updates = 0)."""
+    if stage.warmup_updates <= 0:
+        return stage.lr_scale
+    return stage.lr_scale * min(1.0, updates_into_stage / stage.warmup_updates)
+
+
 def optimize_update(learner: Learner, sp, stage, turns: Sequence, adv: np.ndarray, plan: Sequence[np.ndarray],
                     episodes, step: int, device: torch.device, dist: D.DistInfo,
                     returns: np.ndarray | None = None, lr_step: float | None = None,
-                    lr_stride: float = 1.0) -> dict[str, float]:
+                    lr_stride: float = 1.0, stage_updates: int = 0) -> dict[str, float]:
     """One optimizer step per minibatch of `plan` (indices into `turns`; module docstring), starting
     at the objectives' optimizer step `step` (batch.step) and at position `lr_step` (default `step`)
-    of the lr schedule, which each step advances by `lr_stride` (selfplay/phases.py); returns the
-    summed metrics (`<prefix><name>` with counts `_n/...`) and `grad_norm` of the last step.
+    of the lr schedule, which each step advances by `lr_stride` (selfplay/phases.py); `stage_updates`:
+    the updates the current stage did before this one (its lr warmup). Returns the summed metrics
+    (`<prefix><name>` with counts `_n/...`) and `grad_norm` of the last step.
     `returns` [N]: the value targets (needed with a `value` objective)."""
     sums: dict[str, float] = {}
     lr_step = step if lr_step is None else lr_step
     for k, minibatch in enumerate(plan):
-        set_lr(learner.optimizer, stage.lr_scale * lr_factor(lr_step + k * lr_stride, learner.schedule))
+        scale = stage_lr_scale(stage, stage_updates + (k + 1) / len(plan))
+        set_lr(learner.optimizer, scale * lr_factor(lr_step + k * lr_stride, learner.schedule))
         # minibatch size on all ranks: turns, and action tokens (turns, or bytes in free mode)
         n_global, n_tokens = (float(x) for x in D.all_reduce_sum(torch.tensor(
             [len(minibatch), len(minibatch) if stage.mode == "constrained" else

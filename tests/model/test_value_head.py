@@ -186,7 +186,7 @@ def test_value_loss_falls_on_a_fixed_batch_through_the_update():
                       ScheduleConfig(steps=40, kind="constant", warmup_steps=0), Reinforce(), None, None, {},
                       (Value(Value.Options(epsilon=0.0)), 1.0))
     sp = SimpleNamespace(ppo_epochs=1, minibatches=1, micro_batch_turns=256, grad_clip=1.0)
-    stage = SimpleNamespace(mode="constrained", temperature=1.0, lr_scale=1.0)
+    stage = SimpleNamespace(mode="constrained", temperature=1.0, lr_scale=1.0, warmup_updates=0)
     everything = np.arange(len(turns))
 
     def loss_now() -> float:

@@ -177,8 +177,47 @@ def test_a_stages_lr_scale_multiplies_the_run_schedule_only_while_that_stage_tra
                                                                               for p in (5, 7)], rel=1e-12)
 
 
+def test_a_stages_warmup_ramps_its_lr_scale_from_the_stage_start_and_resumes_exactly(tmp_path, monkeypatch):
+    """Stage 1 (2 mmd updates of 2 steps each, warmup_updates 2): its steps' multipliers are
+    0.25 x (1/4, 2/4, 3/4, 4/4) of the run's schedule: (updates into the stage + (k + 1) / n) / 2;
+    a run split at the stage boundary (the stage start from the checkpoint) trains the same."""
+    from stlm_selfplay.runs import latest_checkpoint, load_model
+    from stlm_selfplay.selfplay import update as U
+    from stlm_selfplay.selfplay.loop import selfplay
+
+    seen = []
+    original = U.rl_loss
+
+    def recording(learner, *args):
+        seen.append(learner.optimizer.param_groups[0]["lr"])
+        return original(learner, *args)
+
+    monkeypatch.setattr(U, "rl_loss", recording)
+    warm = dict(TWO_PHASES, stages=f"[{TTT_SEARCH}, {KUHN_MMD[:-1]}, lr_scale: 0.25, warmup_updates: 2}}]")
+    selfplay(load_config(None, overrides(tmp_path, "warm", **warm)))
+    schedule = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
+    positions = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]
+    scale = [1.0] * 6 + [0.25 * f for f in (0.25, 0.5, 0.75, 1.0)]
+    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale, positions)], rel=1e-12)
+    split = load_config(None, overrides(tmp_path, "split", **warm))
+    selfplay(split, max_updates=2)  # stops where stage 1 begins: its start comes back from the checkpoint
+    seen.clear()
+    selfplay(split)
+    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale[6:], positions[6:])],
+                                 rel=1e-12)
+    a, b = (load_model(latest_checkpoint(tmp_path / n)).state_dict() for n in ("warm", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("value", [0.0, -1.0])
 def test_a_stage_lr_scale_that_is_not_positive_is_a_one_line_error(tmp_path, value):
     cfg = load_config(None, overrides(tmp_path, "bad", stages=f"[{{games: {{tictactoe: 1.0}}, opponents: {{self: 1.0}}, lr_scale: {value}}}]"))
     with pytest.raises(UserError, match=rf"selfplay.stages\[0\].lr_scale must be > 0 .*got {value}"):
+        check_selfplay(cfg.selfplay)
+
+
+def test_a_negative_stage_warmup_is_a_one_line_error(tmp_path):
+    cfg = load_config(None, overrides(tmp_path, "bad", stages="[{games: {tictactoe: 1.0}, opponents: {self: 1.0}, "
+                                                              "warmup_updates: -1}]"))
+    with pytest.raises(UserError, match=r"selfplay.stages\[0\].warmup_updates must be >= 0 .*got -1"):
         check_selfplay(cfg.selfplay)
