@@ -11,8 +11,9 @@ after), so a contended core inflates `wall_s` but hardly `cpu_s`.
 
 `--first-stage` is the cheap probe of the first curriculum stage alone: the run stops where that
 stage ends (`selfplay.updates` = its `until_update`), the later stages are dropped, and only the
-targets and evaluation bots of the stage's games are kept (a Kuhn stage probe costs ~2 CPU-minutes, the whole
-quickstart ~7). The pretraining is the same as the whole run's (same seed, same config).
+targets and evaluation bots of the stage's games are kept (the quickstart's tic-tac-toe stage costs
+~6 CPU-minutes, the whole quickstart ~8). The pretraining is the same as the whole run's (same seed,
+same config).
 
 Rows: one per seed (`seed`, `wall_s`, `cpu_s`, `<target metric>` = its final value and
 `met/<target metric>`); `curves` (extra JSON key): per seed, the in-run eval points of the Kuhn

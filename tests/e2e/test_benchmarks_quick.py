@@ -129,7 +129,7 @@ def test_selfplay_bench_runs_a_yaml_recipe(tmp_path):
 
 def test_quickstart_first_stage_probe_cuts_the_run_to_its_first_stage(tmp_path):
     """bench_quickstart --first-stage: stops where stage 0 ends, drops the later stages, and keeps
-    only the targets and bots of stage 0's games (the quickstart: Kuhn poker)."""
+    only the targets and bots of stage 0's games (the quickstart: tic-tac-toe)."""
     sys.path.insert(0, str(BENCHMARKS))
     from bench_quickstart import first_stage_config
     from stlm_selfplay.config import load_config
@@ -137,9 +137,9 @@ def test_quickstart_first_stage_probe_cuts_the_run_to_its_first_stage(tmp_path):
     whole = load_config(BENCHMARKS.parent / "configs" / "quickstart.yaml")
     cut = load_config(first_stage_config(BENCHMARKS.parent / "configs" / "quickstart.yaml", tmp_path / "cut.yaml"))
     first = whole.selfplay.stages[0]
-    assert cut.selfplay.updates == first.until_update == 100 and len(cut.selfplay.stages) == 1
-    assert cut.selfplay.stages[0].until_update == 0 and cut.selfplay.stages[0].games == first.games == {"kuhn_poker": 1.0}
+    assert cut.selfplay.updates == first.until_update == 50 and len(cut.selfplay.stages) == 1
+    assert cut.selfplay.stages[0].until_update == 0 and cut.selfplay.stages[0].games == first.games == {"tictactoe": 1.0}
     assert cut.selfplay.stages[0].objectives == first.objectives
-    assert dict(cut.evaluation.at_most) == {"kuhn_poker/exploitability": 0.2}
-    assert list(cut.evaluation.bots) == ["random", "nash"]
+    assert dict(cut.evaluation.at_most) == {"tictactoe/minimax/loss_rate": 0.25}
+    assert list(cut.evaluation.bots) == ["random", "minimax"]
     assert cut.model == whole.model and cut.schedule == whole.schedule and cut.data == whole.data  # same pretraining
