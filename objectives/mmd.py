@@ -267,9 +267,7 @@ class MMD(PolicyGradientObjective):
                        entropy_turn=float(-(logq.exp() * logq).detach().sum() / max(n_turns, 1)))
         cover = o.cover_weight(batch.step)
         if cover > 0:  # KL_t(u || q) = -(1 / n_t) sum_b log q_b - log n_t
-            log_u = uniform_logq(groups, n_turns).to(logq.dtype)
-            kl_cover = torch.zeros(n_turns, device=logq.device, dtype=logq.dtype).index_add(
-                0, groups, log_u.exp() * (log_u - logq)).unsqueeze(1)
+            kl_cover = turn_kl(uniform_logq(groups, n_turns).to(logq.dtype), logq, groups, n_turns).unsqueeze(1)
             loss = loss + cover * reduce_loss(kl_cover, mask, o.loss_type, max_len, num_items)
             metrics.update(kl_cover=float(kl_cover.detach().mean()), cover=cover)
         if o.prox_coef > 0:

@@ -40,6 +40,31 @@ def rows(run: Path, kind: str = "train") -> list[dict]:
     return [{k: v for k, v in r.items() if k not in timing and k != "time"} for r in out if r.get("kind") == kind]
 
 
+# TWO_PHASES's lr schedule (the run's) and where its optimizer steps sit on it: stage 0's 6 replay
+# steps, then stage 1's 4 mmd steps: the k-th of n steps of update u at (u + k / n) x 2
+RUN_SCHEDULE = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
+STEP_POSITIONS = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]
+
+
+def record_rl_lrs(monkeypatch) -> list[float]:
+    """The lr of every RL micro-step of the self-play runs that follow, appended as they train."""
+    from stlm_selfplay.selfplay import update as U
+
+    seen, original = [], U.rl_loss
+
+    def recording(learner, *args):
+        seen.append(learner.optimizer.param_groups[0]["lr"])
+        return original(learner, *args)
+
+    monkeypatch.setattr(U, "rl_loss", recording)
+    return seen
+
+
+def expected_lrs(scales, positions=STEP_POSITIONS) -> list[float]:
+    """peak lr 2e-3 x each step's stage multiplier x the run's schedule at the step's position."""
+    return [2e-3 * s * lr_factor(p, RUN_SCHEDULE) for s, p in zip(scales, positions)]
+
+
 def test_stage_settings_replace_the_run_level_ones_only_where_set(tmp_path):
     sp = load_config(None, overrides(tmp_path, "x", **TWO_PHASES)).selfplay
     ttt, kuhn = stage_settings(sp, 0), stage_settings(sp, 1)
@@ -134,9 +159,7 @@ def test_each_phase_trains_its_own_objective_from_its_own_clock_and_resumes_exac
                                      + [("mmd", k, 4) for k in range(4)])
     # one cosine over the run's updates (4 x 2 run-level steps), not restarted: the k-th of n steps of
     # update u at position (u + k / n) x 2
-    schedule = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
-    positions = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]
-    assert [s[3] for s in seen] == pytest.approx([2e-3 * lr_factor(p, schedule) for p in positions], rel=1e-12)
+    assert [s[3] for s in seen] == pytest.approx(expected_lrs([1.0] * 10), rel=1e-12)
     whole = rows(tmp_path / "whole")
     assert [r["stage"] for r in whole] == [0, 0, 1, 1]
     assert ["replay_turns" in r for r in whole] == [True, True, False, False]  # the buffer ends with its phase
@@ -156,25 +179,15 @@ def test_each_phase_trains_its_own_objective_from_its_own_clock_and_resumes_exac
 
 
 def test_a_stages_lr_scale_multiplies_the_run_schedule_only_while_that_stage_trains(tmp_path, monkeypatch):
-    from stlm_selfplay.selfplay import update as U
     from stlm_selfplay.selfplay.loop import selfplay
 
-    seen = []  # lr of every RL micro-step
-    original = U.rl_loss
-
-    def recording(learner, *args):
-        seen.append(learner.optimizer.param_groups[0]["lr"])
-        return original(learner, *args)
-
-    monkeypatch.setattr(U, "rl_loss", recording)
+    seen = record_rl_lrs(monkeypatch)
     scaled = dict(TWO_PHASES, stages=f"[{TTT_SEARCH}, {KUHN_MMD[:-1]}, lr_scale: 0.25}}]")
     selfplay(load_config(None, overrides(tmp_path, "scaled", **scaled)))
-    schedule = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
-    positions = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]  # as in the test above: the schedule is the run's
     scale = [1.0] * 6 + [0.25] * 4  # stage 0 (6 replay steps) at 1, stage 1 (4 mmd steps) at lr_scale
-    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale, positions)], rel=1e-12)
-    assert [r["lr"] for r in rows(tmp_path / "scaled")][2:] == pytest.approx([2e-3 * 0.25 * lr_factor(p, schedule)
-                                                                              for p in (5, 7)], rel=1e-12)
+    assert seen == pytest.approx(expected_lrs(scale), rel=1e-12)
+    assert [r["lr"] for r in rows(tmp_path / "scaled")][2:] == pytest.approx(expected_lrs([0.25, 0.25], [5, 7]),
+                                                                              rel=1e-12)
 
 
 def test_a_stages_warmup_ramps_its_lr_scale_from_the_stage_start_and_resumes_exactly(tmp_path, monkeypatch):
@@ -182,29 +195,18 @@ def test_a_stages_warmup_ramps_its_lr_scale_from_the_stage_start_and_resumes_exa
     0.25 x (1/4, 2/4, 3/4, 4/4) of the run's schedule: (updates into the stage + (k + 1) / n) / 2;
     a run split at the stage boundary (the stage start from the checkpoint) trains the same."""
     from stlm_selfplay.runs import latest_checkpoint, load_model
-    from stlm_selfplay.selfplay import update as U
     from stlm_selfplay.selfplay.loop import selfplay
 
-    seen = []
-    original = U.rl_loss
-
-    def recording(learner, *args):
-        seen.append(learner.optimizer.param_groups[0]["lr"])
-        return original(learner, *args)
-
-    monkeypatch.setattr(U, "rl_loss", recording)
+    seen = record_rl_lrs(monkeypatch)
     warm = dict(TWO_PHASES, stages=f"[{TTT_SEARCH}, {KUHN_MMD[:-1]}, lr_scale: 0.25, warmup_updates: 2}}]")
     selfplay(load_config(None, overrides(tmp_path, "warm", **warm)))
-    schedule = ScheduleConfig(steps=8, kind="cosine", warmup_steps=0, min_lr_ratio=0.1)
-    positions = [0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 5, 6, 7]
     scale = [1.0] * 6 + [0.25 * f for f in (0.25, 0.5, 0.75, 1.0)]
-    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale, positions)], rel=1e-12)
+    assert seen == pytest.approx(expected_lrs(scale), rel=1e-12)
     split = load_config(None, overrides(tmp_path, "split", **warm))
     selfplay(split, max_updates=2)  # stops where stage 1 begins: its start comes back from the checkpoint
     seen.clear()
     selfplay(split)
-    assert seen == pytest.approx([2e-3 * s * lr_factor(p, schedule) for s, p in zip(scale[6:], positions[6:])],
-                                 rel=1e-12)
+    assert seen == pytest.approx(expected_lrs(scale[6:], STEP_POSITIONS[6:]), rel=1e-12)
     a, b = (load_model(latest_checkpoint(tmp_path / n)).state_dict() for n in ("warm", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
