@@ -83,7 +83,7 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=4520, help="tic-tac-toe positions scored (all: 4520)")
     parser.add_argument("--patch-size", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64, help="prompts per score_choices pass")
+    parser.add_argument("--batch", type=int, default=256, help="prompts per score_choices pass")
     parser.add_argument("--rows-batch", type=int, default=512, help="(prompt, action) rows per score pass")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-positions", type=int, default=768, help="positions in the training-forward comparison")

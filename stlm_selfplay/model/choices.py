@@ -3,8 +3,10 @@
 Constrained self-play and the exact game evaluators need, for every waiting game, the
 log-probability of each legal action's text after the same prompt. `score` would run one full
 forward pass per (prompt, action) row, re-encoding the prompt once per legal move. Here the
-prompt is read once into a KV-cached `DecodeState`, its rows are repeated once per candidate
-(`DecodeState.select`), and the candidates' bytes are stepped through the caches:
+prompt is read once into a KV-cached `DecodeState` (what prompts share read once: `prefix_sharing.py`),
+its rows are repeated once per candidate (`DecodeState.select`, after `trim` has cut the trunk
+caches to the patches the candidates can reach), and the candidates' bytes are stepped through
+the caches:
 
     lp[c, 0] = log p(c_0 | prompt)                      from the prompt's own next-byte logits
     lp[c, j] = log p(c_j | prompt, c_<j)                after stepping c_0 .. c_{j-1}
@@ -48,7 +50,7 @@ def score_choices(
     for i, (ctx, row) in enumerate(zip(contexts, cands)):
         longest = max((len(c) for c in row), default=0)
         rows.append(fit_context(encode_bytes(ctx), max_len - longest, truncate_left, f"context {i} + its longest choice"))
-    out: list[list[torch.Tensor]] = [[torch.zeros(0) for _ in row] for row in cands]
+    out: list[list[torch.Tensor]] = [[None] * len(row) for row in cands]  # every entry is set below
     was_training = model.training
     model.eval()
     for b in range(0, len(rows), batch_size):
@@ -83,11 +85,10 @@ def _score_chunk(model, rows: list[list[int]], cands: list[list[list[int]]], out
     owner = [(i, k) for i, row in enumerate(cands) for k in range(len(row))]
     flat = [cands[i][k] for i, k in owner]
     width = max(len(c) for c in flat)
+    state.trim(width - shared)  # the steps left: one per remaining candidate byte but the last
     state.select(torch.tensor([i for i, _ in owner], device=device))
     lengths = torch.tensor([len(c) for c in flat])
-    tokens = torch.zeros(len(flat), max(width, 1), dtype=torch.long)
-    for r, c in enumerate(flat):
-        tokens[r, :len(c)] = torch.tensor(c, dtype=torch.long)
+    tokens = torch.tensor([c + [0] * (max(width, 1) - len(c)) for c in flat], dtype=torch.long)
     lp = torch.zeros(len(flat), max(width, 1))
     lp[:, :shared] = prefix_lp[torch.tensor([i for i, _ in owner])]
     active = torch.arange(len(flat))  # candidate of each live row of `state`

@@ -11,10 +11,11 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
   [previous patch (C = Pm slots, or none without decoder_context), new byte] run through the
   decoder from slot 0 (C + 1 slots).
 
-The logits equal those of a full forward pass over the same bytes (tested). With hashed n-gram
-embeddings (`ngrams.py`) each row also keeps its last ngram_max - 1 ids (`ngram_tail`) and the
-n-gram buckets of its current patch's bytes (`ngram_buf`), computed by the same function as in
-training when each byte arrives.
+The prompt pass encodes each distinct patch once and runs prefixes that rows share through the
+trunk once (`prefix_sharing.py`). The logits equal those of a full forward pass over the same
+bytes (tested). With hashed n-gram embeddings (`ngrams.py`) each row also keeps its last
+ngram_max - 1 ids (`ngram_tail`) and the n-gram buckets of its current patch's bytes
+(`ngram_buf`), computed by the same function as in training when each byte arrives.
 
 `layers` (a range of trunk layers, e.g. range(E + 1) for an early exit at layer E) runs only
 those trunk layers when a patch closes; `trunk_out` keeps the last closed patch's trunk output
@@ -32,6 +33,7 @@ from stlm_selfplay.model.layers import CacheStep
 from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
 from stlm_selfplay.model.entropy import entropy_boundaries
 from stlm_selfplay.model.patching import ends_patch
+from stlm_selfplay.model.prefix_sharing import encode_distinct, patch_keys, shared_trunk_pass
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 
@@ -58,19 +60,17 @@ class DecodeState:
         device = model.device
         dtype = next(model.parameters()).dtype
         batch = len(rows)
-        self.trunk_caches, self.dec_caches = model.new_caches(batch, device, dtype)
+        self.dec_caches = model.new_decoder_caches(batch, device, dtype)
         ids = right_padded(rows, device)
         lengths = torch.tensor([len(r) for r in rows], device=device)
         layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
-        if ids.shape[1]:
-            patches = model.encode_layout(layout)
-            n = patches.shape[1]
-            step = CacheStep(None, torch.zeros(batch, dtype=torch.long, device=device), n)
-            state, _ = model.trunk(patches, torch.arange(n, device=device)[None], self.trunk_caches, step,
-                                   layers=layers)
+        if ids.shape[1]:  # what rows share is computed once (`prefix_sharing.py`)
+            keys = patch_keys(layout)
+            state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys, layers)
         else:
+            self.trunk_caches = model.new_trunk_caches(batch, device, dtype)
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
         cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
         self.cond = cond[ar, m]
@@ -218,6 +218,13 @@ class DecodeState:
     def restore(self, snap: dict) -> None:
         for name in self.STATE:
             setattr(self, name, snap[name].clone())
+
+    def trim(self, more_bytes: int) -> None:
+        """Shrink the trunk caches to the patches the next `more_bytes` steps can reach (each step
+        closes at most one patch: n_done + more_bytes), so that `select` copies only those."""
+        length = min(self.model.config.max_patches, int(self.n_done.max()) + more_bytes)
+        for cache in self.trunk_caches:
+            cache.trim(length)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows: e.g. expand each context into several continuations."""

@@ -114,6 +114,15 @@ class LayerCache:
         """Keep only `rows` (e.g. to expand one context into many continuations)."""
         self.k, self.v, self.keep = self.k[rows], self.v[rows], self.keep[rows]
 
+    def fill(self, src: "LayerCache", rows: torch.Tensor) -> None:
+        """Copy every position of `src`'s `rows` (one per row of this cache) into this cache's start."""
+        n = src.k.shape[2]
+        self.k[:, :, :n], self.v[:, :, :n], self.keep[:, :n] = src.k[rows], src.v[rows], src.keep[rows]
+
+    def trim(self, length: int) -> None:
+        """Keep positions 0..length-1 only (views): a later `select` then copies just those."""
+        self.k, self.v, self.keep = self.k[:, :, :length], self.v[:, :, :length], self.keep[:, :length]
+
 
 class Attention(nn.Module):
     """Causal multi-head attention with GQA: q [N, H, L, d], k/v [N, H_kv, L, d].

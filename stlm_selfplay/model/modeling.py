@@ -381,9 +381,15 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------ incremental decoding
     def new_caches(self, batch: int, device, dtype) -> tuple[list[LayerCache], list[LayerCache]]:
         """Empty KV caches: trunk (one slot per patch) and local decoder (one per window slot)."""
+        return self.new_trunk_caches(batch, device, dtype), self.new_decoder_caches(batch, device, dtype)
+
+    def new_trunk_caches(self, batch: int, device, dtype, length: int | None = None) -> list[LayerCache]:
+        """Empty trunk KV caches of `length` patches (default: max_patches)."""
         c = self.config
-        trunk = [LayerCache(batch, c.n_kv_heads, c.max_patches, c.d_model // c.n_heads, device, dtype)
-                 for _ in range(c.n_layers)]
-        dec = [LayerCache(batch, c.local_heads, c.dec_window, c.d_local // c.local_heads, device, dtype)
-               for _ in range(c.n_local_decoder_layers)]
-        return trunk, dec
+        return [LayerCache(batch, c.n_kv_heads, length or c.max_patches, c.d_model // c.n_heads, device, dtype)
+                for _ in range(c.n_layers)]
+
+    def new_decoder_caches(self, batch: int, device, dtype) -> list[LayerCache]:
+        c = self.config
+        return [LayerCache(batch, c.local_heads, c.dec_window, c.d_local // c.local_heads, device, dtype)
+                for _ in range(c.n_local_decoder_layers)]

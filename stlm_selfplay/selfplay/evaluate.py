@@ -129,7 +129,7 @@ def match_metrics(game: str, results: dict) -> dict[str, float]:
     return out
 
 
-def constrained_probs(model, games: Sequence, temperature: float = 1.0, batch_size: int = 64) -> list[dict[str, float]]:
+def constrained_probs(model, games: Sequence, temperature: float = 1.0, batch_size: int = 256) -> list[dict[str, float]]:
     """{action: pi(action)} for each game's player to move, from ONE batched `score_choices` call
     (each prompt read once, its legal actions scored from the cache; `batch_size` prompts a pass)."""
     prompts = ModelPolicy(model).prompts(games, [g.current_player for g in games])
