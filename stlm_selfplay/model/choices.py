@@ -4,9 +4,9 @@ Constrained self-play and the exact game evaluators need, for every waiting game
 log-probability of each legal action's text after the same prompt. `score` would run one full
 forward pass per (prompt, action) row, re-encoding the prompt once per legal move. Here the
 prompt is read once into a KV-cached `DecodeState` (what prompts share read once: `prefix_sharing.py`),
-its rows are repeated once per candidate (`DecodeState.select`, after `trim` has cut the trunk
-caches to the patches the candidates can reach), and the candidates' bytes are stepped through
-the caches:
+its rows are repeated once per candidate (`DecodeState.select`; the trunk caches hold only the
+patches the candidates can reach: `room`), and the candidates' bytes are stepped through the
+caches:
 
     lp[c, 0] = log p(c_0 | prompt)                      from the prompt's own next-byte logits
     lp[c, j] = log p(c_j | prompt, c_<j)                after stepping c_0 .. c_{j-1}
@@ -72,7 +72,7 @@ def _common_prefix(row: list[list[int]]) -> int:
 def _score_chunk(model, rows: list[list[int]], cands: list[list[list[int]]], out: list[list[torch.Tensor]]) -> None:
     """One DecodeState over `rows`: the chunk's shared prefix stepped once per context, then the
     rows repeated once per candidate and stepped to the longest candidate."""
-    state = DecodeState(model, rows)
+    state = DecodeState(model, rows, room=max(len(c) for row in cands for c in row))
     device = state.cond.device
     # bytes 0..shared-1 are the same for every candidate of a context (and each candidate keeps
     # at least one byte to score after them): step them before the rows are repeated
@@ -85,7 +85,6 @@ def _score_chunk(model, rows: list[list[int]], cands: list[list[list[int]]], out
     owner = [(i, k) for i, row in enumerate(cands) for k in range(len(row))]
     flat = [cands[i][k] for i, k in owner]
     width = max(len(c) for c in flat)
-    state.trim(width - shared)  # the steps left: one per remaining candidate byte but the last
     state.select(torch.tensor([i for i, _ in owner], device=device))
     lengths = torch.tensor([len(c) for c in flat])
     tokens = torch.tensor([c + [0] * (max(width, 1) - len(c)) for c in flat], dtype=torch.long)

@@ -51,7 +51,10 @@ class DecodeState:
 
     STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "logits")
 
-    def __init__(self, model, rows: list[list[int]], layers: range | None = None):
+    def __init__(self, model, rows: list[list[int]], layers: range | None = None, room: int | None = None):
+        """`room`: at most this many bytes will be stepped (each closes at most one patch), so the
+        trunk caches hold the prompt's patches + room instead of max_patches (less memory to fill
+        and to copy when rows are repeated); None: up to the model's context."""
         self.model, config = model, model.config
         self.layers, self.trunk_out = layers, None
         self.pm = pm = config.max_patch
@@ -66,11 +69,13 @@ class DecodeState:
         layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
+        length = None if room is None else min(config.max_patches, max(layout.n_patches, int(m.max()) + room))
         if ids.shape[1]:  # what rows share is computed once (`prefix_sharing.py`)
             keys = patch_keys(layout)
-            state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys, layers)
+            state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys, layers,
+                                                         length)
         else:
-            self.trunk_caches = model.new_trunk_caches(batch, device, dtype)
+            self.trunk_caches = model.new_trunk_caches(batch, device, dtype, length)
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
         cond = model.conditions(state, layout.dec_ids.shape[1])  # [B, N_dec, d_local]
         self.cond = cond[ar, m]
@@ -218,13 +223,6 @@ class DecodeState:
     def restore(self, snap: dict) -> None:
         for name in self.STATE:
             setattr(self, name, snap[name].clone())
-
-    def trim(self, more_bytes: int) -> None:
-        """Shrink the trunk caches to the patches the next `more_bytes` steps can reach (each step
-        closes at most one patch: n_done + more_bytes), so that `select` copies only those."""
-        length = min(self.model.config.max_patches, int(self.n_done.max()) + more_bytes)
-        for cache in self.trunk_caches:
-            cache.trim(length)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows: e.g. expand each context into several continuations."""

@@ -119,10 +119,6 @@ class LayerCache:
         n = src.k.shape[2]
         self.k[:, :, :n], self.v[:, :, :n], self.keep[:, :n] = src.k[rows], src.v[rows], src.keep[rows]
 
-    def trim(self, length: int) -> None:
-        """Keep positions 0..length-1 only (views): a later `select` then copies just those."""
-        self.k, self.v, self.keep = self.k[:, :, :length], self.v[:, :, :length], self.keep[:, :length]
-
 
 class Attention(nn.Module):
     """Causal multi-head attention with GQA: q [N, H, L, d], k/v [N, H_kv, L, d].

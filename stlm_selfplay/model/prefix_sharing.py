@@ -99,9 +99,11 @@ def plan_levels(counts: list[int]) -> list[int]:
     return depths[::-1]
 
 
-def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: range | None = None):
+def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: range | None = None,
+                      length: int | None = None):
     """Trunk over patches [B, N, d_model] (patch `keys` [B, N, K]) from empty caches, shared
-    prefixes once (module docstring) -> (state [B, N, d_model], trunk caches of B rows)."""
+    prefixes once (module docstring) -> (state [B, N, d_model], trunk caches of B rows holding
+    `length` patches, default max_patches)."""
     batch, n, _ = patches.shape
     device = patches.device
     groups = prefix_groups(keys)
@@ -122,7 +124,7 @@ def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: 
                              step, layers=layers)
         state[:, start:depth] = out[rank(at(depth), first)]
         rows, start = first, depth
-    full = model.new_trunk_caches(batch, device, patches.dtype)
+    full = model.new_trunk_caches(batch, device, patches.dtype, length)
     for cache, level in zip(full, caches):
         cache.fill(level, rank(at(n), rows))
     return state, full

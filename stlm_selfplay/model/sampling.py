@@ -158,7 +158,7 @@ def generate(
         return out
     was_training = model.training
     model.eval()
-    state = DecodeState(model, rows, layers) if use_cache else _UncachedState(model, rows, layers)
+    state = DecodeState(model, rows, layers, room=max_new_bytes) if use_cache else _UncachedState(model, rows, layers)
     active = torch.arange(len(rows))  # original index of each live row of `state`
     for i in range(max_new_bytes):
         logp = emit_logprobs(state.logits / temps[active, None])

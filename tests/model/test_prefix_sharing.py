@@ -51,7 +51,7 @@ def test_shared_prompt_pass_equals_rows_alone(overrides):
     rows = [encode_bytes(p) for p in PROMPTS]
     assert len(levels(model, rows)) >= 2  # the shared path really runs
     with torch.inference_mode():
-        state = DecodeState(model, rows)
+        state = DecodeState(model, rows, room=6)  # caches of the prompt + 6 patches; the singles: full length
         alone = [DecodeState(model, [r]) for r in rows]
         for step in range(6):  # the cached steps read the caches the levels built
             for i, single in enumerate(alone):
