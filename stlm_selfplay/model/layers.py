@@ -137,11 +137,15 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x, cos, sin, cache: LayerCache | None = None, step: CacheStep | None = None,
-                keep: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None):
+                keep: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None, queries_from: int = 0):
         """`keep` [N, L] bool (routed blocks): keys restricted as in `routed_mask`. `attn_mask`
         [N, 1, L, L] bool (no cache, no `keep`): which keys each query sees, instead of the causal
-        mask (packed shared-prefix rows, `shared_prefix.py`)."""
+        mask (packed shared-prefix rows, `shared_prefix.py`). `queries_from` = s > 0 (causal, no
+        cache): outputs only for positions s..L-1 [N, L-s, dim], the same values as the full call's
+        [:, s:] (keys and values still from every position; the local decoder's last layer)."""
         n, length, _ = x.shape
+        if queries_from:
+            return self._last_queries(x, cos, sin, queries_from)
         q = self.wq(x).view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
         if self.q_norm is not None:
@@ -160,6 +164,20 @@ class Attention(nn.Module):
             k, v, mask = cache.update(k, v, step, keep)
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=gqa)
         return self.wo(out.transpose(1, 2).reshape(n, length, self.n_heads * self.head_dim))
+
+    def _last_queries(self, x, cos, sin, s: int) -> torch.Tensor:
+        """Causal attention output at positions s..L-1 only (forward's `queries_from`)."""
+        n, length, _ = x.shape
+        q = self.wq(x[:, s:]).view(n, length - s, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos[:, s:], sin[:, s:]), apply_rope(k, cos, sin)
+        pos = torch.arange(length, device=x.device)
+        mask = pos[None, :] <= pos[s:, None]  # key <= query
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                             enable_gqa=self.n_heads != self.n_kv_heads)
+        return self.wo(out.transpose(1, 2).reshape(n, length - s, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):
@@ -229,8 +247,11 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, cache=None, step=None, shared_ffn: SwiGLU | None = None,
                 keep: torch.Tensor | None = None, gate: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None):
-        a = self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step, keep, attn_mask))
+                attn_mask: torch.Tensor | None = None, queries_from: int = 0):
+        """`queries_from` = s: the block's output at positions s.. only (`Attention.forward`)."""
+        a = self.drop(self.attn(self.attn_norm(x), cos, sin, cache, step, keep, attn_mask, queries_from))
+        if queries_from:
+            x = x[:, queries_from:]
         h = x + a
         ffn = self.ffn if self.ffn is not None else shared_ffn
         g = self.drop(ffn(self.ffn_norm(h), self.lora))

@@ -74,12 +74,17 @@ class LocalDecoder(nn.Module):
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
         self.max_len = config.dec_window  # window slots
 
-    def forward(self, emb, cond, slots, caches=None, step=None):
-        """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local]."""
+    def forward(self, emb, cond, slots, caches=None, step=None, outputs_from: int = 0):
+        """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local].
+        `outputs_from` = s (no caches): hidden states of slots s..L-1 only [N, L-s, d_local], equal to
+        the full output's [:, s:]; the last layer then runs its queries, FFN and norm on those slots
+        only (the training forward reads logits at the current patch's slots, `patching.py`)."""
         if not self.layers:
-            return cond.unsqueeze(1).expand(-1, emb.shape[1], -1)
+            return cond.unsqueeze(1).expand(-1, emb.shape[1] - outputs_from, -1)
         h = emb + cond.unsqueeze(1)
         cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, None if caches is None else caches[i], step)
+            h = layer(h, cos, sin, None if caches is None else caches[i], step,
+                      queries_from=outputs_from if i == last else 0)
         return self.norm(h)

@@ -280,14 +280,18 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         windows = None if needed is None else needed_windows(layout, needed)
         if windows is not None:
             cond, dec_ids = pick_windows(cond, windows), pick_windows(dec_ids, windows)
-        k = dec_ids.shape[1]
+        k, ctx = dec_ids.shape[1], self.config.dec_context
         emb = self.embed_bytes(dec_ids.reshape(batch * k, width))
         slots = torch.arange(width, device=emb.device)[None]
-        hidden = self.decoder(emb, cond.reshape(batch * k, -1), slots).view(batch, k, width, -1)
+        # logits are read only at the current patch's slots ctx.. of each window (patching.py): the
+        # decoder's last layer runs there only, and the flat read index skips the context slots
+        hidden = self.decoder(emb, cond.reshape(batch * k, -1), slots, outputs_from=ctx).view(batch, k, width - ctx, -1)
         if windows is not None:
             hidden = place_windows(hidden, windows, n_dec)
-        hidden = hidden.reshape(batch, n_dec * width, -1)
+        hidden = hidden.reshape(batch, n_dec * (width - ctx), -1)
         read = layout.read_all if include_first else layout.read_index
+        if ctx:
+            read = read - (read // width + 1) * ctx
         if logits_to_keep and layout.offsets is None:
             read = read[:, -logits_to_keep:]
         hidden = hidden.gather(1, read.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))

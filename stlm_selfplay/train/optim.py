@@ -4,7 +4,8 @@ Parameter groups (`split_parameters`):
 - no decay: tensors with ndim < 2 (norms, biases, scalars) and embedding tables;
 - muon (optimizer.name = muon): the 2-D weights of the trunk's linear layers (muon_scope: trunk),
   or of every linear layer with both sides wider than 1 (muon_scope: all: the local encoder and
-  decoder too), updated by `torch.optim.Muon` (orthogonalised momentum); everything else
+  decoder too), updated by Muon (orthogonalised momentum: `Muon`, torch.optim.Muon's update with the
+  Newton-Schulz iteration batched over same-shape matrices); everything else
   (embeddings, the tied byte head, norms, biases, 1-wide heads) stays with AdamW;
 - decay: every other tensor, AdamW with decoupled weight decay.
 
@@ -24,9 +25,11 @@ resumed run needs no scheduler state beyond the step.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import torch
 from torch import nn
+from torch.optim._muon import _adjust_lr
 
 
 def split_parameters(model: nn.Module, use_muon: bool, muon_scope: str = "trunk") -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -51,6 +54,57 @@ def split_parameters(model: nn.Module, use_muon: bool, muon_scope: str = "trunk"
 def is_trunk_module(name: str) -> bool:
     """Modules of the global trunk (the patch-level transformer), by name."""
     return ".trunk." in f".{name}." or name.startswith("trunk.")
+
+
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """torch.optim.Muon's quintic Newton-Schulz orthogonalisation, batched over g [n, A, B] (modded-nanogpt):
+
+        X = G / ||G||_F (bf16, transposed so that rows <= columns),  then `steps` times
+        A = X X^T,   X <- a X + (b A + c A A) X,     (a, b, c) = coefficients
+
+    Per matrix the same operations as torch's `_zeropower_via_newtonschulz` (addmm -> baddbmm)."""
+    a, b, c = coefficients
+    x = g.bfloat16()
+    tall = g.size(-2) > g.size(-1)
+    if tall:
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (same hyperparameters, state and update per matrix) with the Newton-Schulz
+    iteration run once per group of same-shape matrices (`newton_schulz`) instead of once per
+    matrix: fewer, larger kernels (on one CPU core ~20% less optimizer time at 0.8M)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs = [], [], []
+            self._init_group(group, params, grads, bufs)
+            if not params:
+                continue
+            lr, momentum = float(group["lr"]), group["momentum"]
+            torch._foreach_lerp_(bufs, grads, 1 - momentum)  # B <- mu B + (1 - mu) g
+            updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+            by_shape: dict[tuple, list[int]] = defaultdict(list)
+            for i, p in enumerate(params):
+                by_shape[tuple(p.shape)].append(i)
+            for shape, rows in by_shape.items():
+                ortho = newton_schulz(torch.stack([updates[i] for i in rows]), group["ns_coefficients"],
+                                      group["ns_steps"], group["eps"])
+                scaled_lr = _adjust_lr(lr, group["adjust_lr_fn"], torch.Size(shape))
+                for j, i in enumerate(rows):
+                    params[i].mul_(1 - lr * group["weight_decay"])
+                    params[i].add_(ortho[j], alpha=-scaled_lr)
+        return loss
 
 
 class OptimizerList:
@@ -92,7 +146,7 @@ def build_optimizer(model: nn.Module, cfg, device: torch.device) -> OptimizerLis
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(
         adam_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=device.type == "cuda" or None)]
     if groups["muon"]:
-        optimizers.append(torch.optim.Muon(
+        optimizers.append(Muon(
             [{"params": [p for _, p in groups["muon"]], "peak_lr": cfg.muon_lr}],
             lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum))
     return OptimizerList(optimizers)

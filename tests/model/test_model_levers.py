@@ -159,3 +159,34 @@ def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides)
     assert [c.text for c in spec] == [c.text for c in full] and stats.drafted > 10
     for a, b in zip(spec, full):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(n_local_decoder_layers=2, qk_norm=True),
+    dict(patching="dynamic", n_kv_heads=1, n_heads=2, local_heads=2),
+    dict(decoder_context=False),
+])
+def test_decoder_outputs_from_equals_the_full_decoder_and_the_logits_are_unchanged(overrides):
+    """The training forward runs the decoder's last layer at the current patch's slots only
+    (`outputs_from`): those hidden states equal the full decoder's, so the logits equal the ones
+    read from the full decoder's output at the layout's read index (the path before the change)."""
+    torch.manual_seed(0)
+    model = STLMForCausalLM(small_config(**overrides)).eval()
+    for p in model.parameters():  # away from init, so every term matters
+        p.data.add_(torch.randn_like(p) * 0.05)
+    ids = torch.tensor([list(b"First Citizen:\nBefore we proceed any further, hear me speak.")] * 2)
+    layout = model.patch_layout(ids)
+    batch, n_dec, width = layout.dec_ids.shape
+    ctx = model.config.dec_context
+    with torch.no_grad():
+        state, _ = model.trunk(model.encode_layout(layout), torch.arange(layout.enc_ids.shape[1])[None])
+        cond = model.conditions(state, n_dec).reshape(batch * n_dec, -1)
+        emb = model.embed_bytes(layout.dec_ids.reshape(batch * n_dec, width))
+        slots = torch.arange(width)[None]
+        full = model.decoder(emb, cond, slots)
+        part = model.decoder(emb, cond, slots, outputs_from=ctx)
+        assert part.shape[1] == width - ctx
+        torch.testing.assert_close(part, full[:, ctx:], atol=1e-6, rtol=1e-5)
+        read = layout.read_index
+        expected = model.head(full.reshape(batch, n_dec * width, -1).gather(1, read[..., None].expand(-1, -1, full.shape[-1])))
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=1e-5)

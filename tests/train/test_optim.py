@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from stlm_selfplay.config import OptimizerConfig, ScheduleConfig
-from stlm_selfplay.train.optim import build_optimizer, lr_factor, set_lr, split_parameters
+from stlm_selfplay.train.optim import Muon, build_optimizer, lr_factor, set_lr, split_parameters
 
 
 class StandIn(nn.Module):
@@ -83,3 +83,22 @@ def test_muon_scope_all_adds_the_local_matrices_but_not_embeddings_or_one_wide_h
     opt = build_optimizer(model, OptimizerConfig(name="muon", muon_scope="all"), torch.device("cpu"))
     assert {id(p) for g in opt.optimizers[1].param_groups for p in g["params"]} == {id(model.local.weight),
                                                                                    id(model.trunk[0].weight)}
+
+
+def test_batched_muon_matches_torch_muon_per_matrix():
+    """Our Muon batches Newton-Schulz over same-shape matrices: the same update as torch.optim.Muon."""
+    torch.manual_seed(0)
+    shapes = [(16, 16), (16, 16), (40, 16), (40, 16), (16, 24), (24, 16)]  # square, tall, wide, one of a kind
+    ours = [nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    opt_ours = Muon(ours, lr=0.02, weight_decay=0.1, momentum=0.95)
+    opt_theirs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, momentum=0.95)
+    for _ in range(3):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+        assert torch.allclose(opt_ours.state[a]["momentum_buffer"], opt_theirs.state[b]["momentum_buffer"], atol=1e-7)
