@@ -237,7 +237,8 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--data", default="shakespeare", help="shakespeare (default) | stdlib | a text file")
     parser.add_argument("--seconds", type=float, default=136.0, help="wall-clock training budget per variant and seed")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (first-seed, first-seed + 1, ...)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (e.g. 1 to add a second seed to a run of seed 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--variants", default="b,c,d", help="which variants to run, comma-separated (a, b, c, d)")
     parser.add_argument("--scale", default="", help="a model preset (stlm-10m, ...) whose trunk every variant takes; "
@@ -262,7 +263,7 @@ def main() -> None:
         folder, corpus = read_corpus(args.data, work, args.quick)
         bpe = prepare_bpe(folder, work, variants["d"]["vocab"], args.quick) if "d" in names else None
         runs: dict[str, list[dict]] = {n: [] for n in names}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:  # interleaved, one fresh process each
                 runs[name].append(in_fresh_process(run_variant, variants[name], str(folder), bpe, args.seconds, seed,
                                                    args.threads, args.quick))
@@ -291,7 +292,7 @@ def main() -> None:
         if "d" in by:
             ratios["c_embedding_head_over_d"] = c["embedding_head_params"] / by["d"]["embedding_head_params"]
     report("lm", rows, args=args, ratios=ratios, goals=goals,
-           extra={"command": " ".join(sys.argv), "seconds": args.seconds, "seeds": list(range(args.seeds)),
+           extra={"command": " ".join(sys.argv), "seconds": args.seconds, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
                   "threads": args.threads, "settings": {n: variants[n] for n in names}, "corpus": corpus,
                   "bpe": bpe, "per_seed": runs, "wall_s": time.perf_counter() - wall, "pid": os.getpid(),
                   "nanogpt_published_val": NANOGPT_VAL})

@@ -29,7 +29,10 @@ from collections import defaultdict
 
 import torch
 from torch import nn
-from torch.optim._muon import _adjust_lr
+try:  # torch.optim.Muon's per-shape lr rule (private; tested with torch 2.13)
+    from torch.optim._muon import _adjust_lr
+except ImportError:  # another torch: `build_optimizer` falls back to torch.optim.Muon itself
+    _adjust_lr = None
 
 
 def split_parameters(model: nn.Module, use_muon: bool, muon_scope: str = "trunk") -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -146,7 +149,7 @@ def build_optimizer(model: nn.Module, cfg, device: torch.device) -> OptimizerLis
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(
         adam_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=device.type == "cuda" or None)]
     if groups["muon"]:
-        optimizers.append(Muon(
+        optimizers.append((Muon if _adjust_lr is not None else torch.optim.Muon)(
             [{"params": [p for _, p in groups["muon"]], "peak_lr": cfg.muon_lr}],
             lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum))
     return OptimizerList(optimizers)
