@@ -256,6 +256,7 @@ def main() -> None:
         variants["d"]["vocab"] = 384
     apply_sets(variants, args.set)
     names = args.variants.split(",")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no tokenizer threads before forking
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +264,7 @@ def main() -> None:
         folder, corpus = read_corpus(args.data, work, args.quick)
         bpe = prepare_bpe(folder, work, variants["d"]["vocab"], args.quick) if "d" in names else None
         runs: dict[str, list[dict]] = {n: [] for n in names}
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for seed in seeds:
             for name in names:  # interleaved, one fresh process each
                 runs[name].append(in_fresh_process(run_variant, variants[name], str(folder), bpe, args.seconds, seed,
                                                    args.threads, args.quick))
@@ -292,7 +293,7 @@ def main() -> None:
         if "d" in by:
             ratios["c_embedding_head_over_d"] = c["embedding_head_params"] / by["d"]["embedding_head_params"]
     report("lm", rows, args=args, ratios=ratios, goals=goals,
-           extra={"command": " ".join(sys.argv), "seconds": args.seconds, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+           extra={"command": " ".join(sys.argv), "seconds": args.seconds, "seeds": seeds,
                   "threads": args.threads, "settings": {n: variants[n] for n in names}, "corpus": corpus,
                   "bpe": bpe, "per_seed": runs, "wall_s": time.perf_counter() - wall, "pid": os.getpid(),
                   "nanogpt_published_val": NANOGPT_VAL})

@@ -144,39 +144,28 @@ class Attention(nn.Module):
         cache): outputs only for positions s..L-1 [N, L-s, dim], the same values as the full call's
         [:, s:] (keys and values still from every position; the local decoder's last layer)."""
         n, length, _ = x.shape
-        if queries_from:
-            return self._last_queries(x, cos, sin, queries_from)
-        q = self.wq(x).view(n, length, self.n_heads, self.head_dim).transpose(1, 2)
+        s = queries_from
+        q = self.wq(x[:, s:]).view(n, length - s, self.n_heads, self.head_dim).transpose(1, 2)
         k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(torch.cat([q, k], dim=1), cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)
+        if s:  # queries at positions s.. only, keys at every position
+            q, k = apply_rope(q, cos[:, s:], sin[:, s:]), apply_rope(k, cos, sin)
+        else:
+            q, k = apply_rope(torch.cat([q, k], dim=1), cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)
         gqa = self.n_heads != self.n_kv_heads
         if cache is None:
             p = self.dropout if self.training else 0.0
             mask = attn_mask
-            if keep is not None:
+            if keep is not None or s:
                 pos = torch.arange(length, device=x.device)
-                mask = routed_mask((pos[None, :] <= pos[:, None])[None, None], keep, pos[None])
+                mask = (routed_mask((pos[None, :] <= pos[:, None])[None, None], keep, pos[None]) if keep is not None
+                        else pos[None, :] <= pos[s:, None])  # key <= query
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=p,
                                                  enable_gqa=gqa)
         else:
             k, v, mask = cache.update(k, v, step, keep)
             out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, enable_gqa=gqa)
-        return self.wo(out.transpose(1, 2).reshape(n, length, self.n_heads * self.head_dim))
-
-    def _last_queries(self, x, cos, sin, s: int) -> torch.Tensor:
-        """Causal attention output at positions s..L-1 only (forward's `queries_from`)."""
-        n, length, _ = x.shape
-        q = self.wq(x[:, s:]).view(n, length - s, self.n_heads, self.head_dim).transpose(1, 2)
-        k, v = self.wkv(x).view(n, length, 2 * self.n_kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos[:, s:], sin[:, s:]), apply_rope(k, cos, sin)
-        pos = torch.arange(length, device=x.device)
-        mask = pos[None, :] <= pos[s:, None]  # key <= query
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                             enable_gqa=self.n_heads != self.n_kv_heads)
         return self.wo(out.transpose(1, 2).reshape(n, length - s, self.n_heads * self.head_dim))
 
 

@@ -21,8 +21,9 @@ and the caches of the last level are repeated once per input row. The depths min
 
 in patch-steps (trunk work, cache copies, one trunk call's fixed cost), by dynamic programming
 over d; a batch of distinct rows with nothing worth sharing gets one level, the plain pass. The
-states and caches equal the plain pass's to float rounding (tests/model/test_prefix_sharing.py). The levels' caches
-hold the batch's n patches only; the last level's rows are copied into caches of full length.
+states and caches equal the plain pass's to float rounding (tests/model/test_prefix_sharing.py).
+The levels' caches hold the batch's n patches only; the last level's rows are copied into caches
+of the length the caller asks for.
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ def plan_levels(counts: list[int]) -> list[int]:
     return depths[::-1]
 
 
+def plan(keys: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+    """(prefix_groups(keys), the level depths `plan_levels` picks for them) for patch keys [B, N, K]."""
+    batch, n = keys.shape[:2]
+    groups = prefix_groups(keys)
+    return groups, plan_levels([int(g.max()) + 1 for g in groups] + [batch] * (n + 1 - len(groups)))
+
+
 def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: range | None = None,
                       length: int | None = None):
     """Trunk over patches [B, N, d_model] (patch `keys` [B, N, K]) from empty caches, shared
@@ -106,12 +114,11 @@ def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: 
     `length` patches, default max_patches)."""
     batch, n, _ = patches.shape
     device = patches.device
-    groups = prefix_groups(keys)
+    groups, depths = plan(keys)
     at = lambda d: groups[min(d, len(groups) - 1)]  # noqa: E731 - past the last depth every row is distinct
-    counts = [int(g.max()) + 1 for g in groups] + [batch] * (n + 1 - len(groups))
     state = torch.empty_like(patches)
     caches, rows, start = None, None, 0  # rows: the input row standing for each cache row
-    for depth in plan_levels(counts):
+    for depth in depths:
         first = first_rows(at(depth))
         if caches is None:  # the levels' caches hold the batch's n patches; the last is copied to full length
             caches = model.new_trunk_caches(first.shape[0], device, patches.dtype, length=n)
@@ -124,7 +131,7 @@ def shared_trunk_pass(model, patches: torch.Tensor, keys: torch.Tensor, layers: 
                              step, layers=layers)
         state[:, start:depth] = out[rank(at(depth), first)]
         rows, start = first, depth
-    full = model.new_trunk_caches(batch, device, patches.dtype, length)
+    full, final = model.new_trunk_caches(batch, device, patches.dtype, length), rank(at(n), rows)
     for cache, level in zip(full, caches):
-        cache.fill(level, rank(at(n), rows))
+        cache.fill(level, final)
     return state, full

@@ -8,7 +8,7 @@ import torch
 from _model_fixtures import small_config
 from stlm_selfplay.model import STLMForCausalLM
 from stlm_selfplay.model.decoding import DecodeState, right_padded
-from stlm_selfplay.model.prefix_sharing import (encode_distinct, patch_keys, plan_levels, prefix_groups,
+from stlm_selfplay.model.prefix_sharing import (encode_distinct, patch_keys, plan, plan_levels, prefix_groups,
                                                 shared_trunk_pass)
 from stlm_selfplay.model.tokenizer import encode_bytes
 
@@ -21,9 +21,7 @@ PROMPTS = [b"ttt x x.o|...|... ?1345678>", b"ttt x x.o|...|... ?1345678>", b"ttt
 
 def levels(model, rows: list[list[int]]) -> list[int]:
     """The level depths the prompt pass plans for `rows`."""
-    keys = patch_keys(model.patch_layout(right_padded(rows, "cpu")))
-    groups = prefix_groups(keys)
-    return plan_levels([int(g.max()) + 1 for g in groups] + [len(rows)] * (keys.shape[1] + 1 - len(groups)))
+    return plan(patch_keys(model.patch_layout(right_padded(rows, "cpu"))))[1]
 
 
 def test_plan_levels_equals_the_hand_computation():
