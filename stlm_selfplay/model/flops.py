@@ -9,7 +9,8 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
     F = sum_l c_l [6 M_l + 6 d_model (c_l N_p + 1)] / P       (trunk, once per patch)
       + 6 n_routed M_router / P                                (Mixture-of-Depths routers)
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
-      + (W / P_max) [6 M_dec + 6 n_dec d_local (W + 1)]        (decoder: W / P_max window slots per byte)
+      + (W / P_max) [6 M_dec' + 6 (n_dec - 1) d_local (W + 1)]  (decoder layers but the last: every window slot)
+      + (W / P_max) 6 M_kv + 6 (M_last - M_kv) + 6 d_local (C + 1 + W)   (the last decoder layer)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
       + 3 K d_local                                            (K hashed n-gram tables: one add each)
@@ -31,7 +32,12 @@ weight, and causal attention over L keys costs 2 * 2 * d * (L + 1)/2 forward FLO
 (scores and values), i.e. 6 d (L + 1) for training. N_p = max_seq_len / P patches per context;
 P is patch_size, or (min_patch_size + max_patch_size) / 2 assumed for dynamic patching.
 W = config.dec_window: 2 P_max window slots (previous + current patch), or P_max without
-`decoder_context`.
+`decoder_context`; C = W - P_max, the context slots. A window serves the P_max bytes of its current
+patch, so every decoder layer but the last runs W / P_max slots per byte (M_dec' their weights). The
+training forward reads logits at the current patch's slots only (`LocalDecoder.forward`'s
+`outputs_from`), so the last layer computes keys and values (M_kv, its W_kv) at every slot but its
+queries, output projection and FFN (M_last - M_kv) at one slot per byte, and its query at slot s
+attends s + 1 keys: 12 d_local mean_{s = C..W-1} (s + 1) = 6 d_local (C + 1 + W) per byte.
 Elementwise work is otherwise not counted; the n-gram sums and the soft-cap are, with the same
 3x for forward + backward, because they are all that those options add. Zero-initialised
 projections change no count.
@@ -124,6 +130,19 @@ def trunk_flops(config: STLMConfig, trunk: nn.Module, positions: float) -> float
     return total
 
 
+def decoder_flops(config: STLMConfig, decoder: nn.Module) -> float:
+    """Training FLOPs per byte of the local decoder's layers (module docstring: every layer but the
+    last at all W / P_max window slots per byte, the last one's queries at the current patch only)."""
+    if not decoder.layers:
+        return 0.0
+    w, ctx, dl = config.dec_window, config.dec_context, config.d_local
+    *first, last = decoder.layers
+    m_first = sum(_matmul_weights(layer) for layer in first)
+    m_kv = last.attn.wkv.weight.numel()
+    full = w / config.max_patch * (6 * m_first + 6 * len(first) * dl * (w + 1))
+    return full + w / config.max_patch * 6 * m_kv + 6 * (_matmul_weights(last) - m_kv) + 6 * dl * (ctx + 1 + w)
+
+
 def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     """Training FLOPs per byte of the formula in the module docstring."""
     model = build_on_meta(config)
@@ -132,8 +151,7 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
     encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
-    w = config.dec_window
-    decoder = w / pm * (6 * m_dec + 6 * config.n_local_decoder_layers * config.d_local * (w + 1))
+    decoder = decoder_flops(config, model.decoder)
     pool = 6 * (_matmul_weights(model.encoder) - m_enc) / p
     condition = 6 * (_matmul_weights(model.decoder) - m_dec) / p
     head = (6 * config.d_local * config.vocab_size + (9 * config.vocab_size if config.logit_softcap else 0)

@@ -127,15 +127,19 @@ def test_flops_per_byte_counts_each_option_by_hand():
     # soft-cap: 3 elementwise ops per logit, x3; counted once per decoder pass
     assert flops_per_byte(small_config(logit_softcap=30.0)) == pytest.approx(f0 + 9 * 259)
     assert flops_per_byte(small_config(logit_scale=8.0)) == pytest.approx(f0 + 3 * 259)  # one multiply, x3
-    # relu2 drops the gate matrix: trunk d*f per layer (2 layers, per patch of 4 bytes), local d_l*f_l per block
+    # relu2 drops the gate matrix: trunk d*f per layer (2 layers, per patch of 4 bytes), local d_l*f_l per
+    # block: the encoder's at every byte, the decoder's one (last) layer's at one read slot per byte
     f_local = base.local_ff
-    saved = 6 * 2 * 64 * 128 / 4 + 6 * 1 * 32 * f_local + 2 * 6 * 1 * 32 * f_local
+    saved = 6 * 2 * 64 * 128 / 4 + 6 * 1 * 32 * f_local + 6 * 1 * 32 * f_local
     assert flops_per_byte(small_config(mlp="relu2")) == pytest.approx(f0 - saved)
     assert flops_per_byte(small_config(zero_init_proj=True)) == f0
-    # no decoder context: one window slot per byte (not two), attention over 4 + 1 (not 8 + 1) slots
-    m_dec = 32 * 32 * 2 + 32 * 32 * 2 + 3 * 32 * f_local  # wq + wkv (2 kv heads of 16 = 32) + wo + SwiGLU
-    dec = lambda slots_per_byte, w: slots_per_byte * (6 * m_dec + 6 * 32 * (w + 1))
-    assert flops_per_byte(small_config(decoder_context=False)) == pytest.approx(f0 - dec(2, 8) + dec(1, 4))
+    # the decoder's one layer is its last: keys/values at all W / 4 slots per byte, the rest at the read
+    # slot, a query at slot s over s + 1 keys (mean over the read slots 4..7 with context: 13 / 2 keys)
+    m_kv = 32 * 32 * 2  # wkv (2 kv heads of 16 = 32)
+    m_dec = 32 * 32 * 2 + m_kv + 3 * 32 * f_local  # wq + wo + wkv + SwiGLU
+    with_context = 2 * 6 * m_kv + 6 * (m_dec - m_kv) + 6 * 32 * (4 + 1 + 8)
+    without = 1 * 6 * m_dec + 6 * 32 * (4 + 1)  # no context: one slot per byte, attention over 4 + 1 slots
+    assert flops_per_byte(small_config(decoder_context=False)) == pytest.approx(f0 - with_context + without)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -109,3 +109,21 @@ def test_the_value_head_is_its_own_part_and_the_parts_add_up():
     assert table["value_head"] == config.d_model + 1  # Linear(d_model, 1) with bias
     assert table["total"] == table["embedding_encoder"] + table["trunk"] + table["decoder_head"] + table["value_head"]
     assert param_table(load_preset("tiny"))["value_head"] == 0
+
+
+@pytest.mark.parametrize("decoder_context", [True, False])
+def test_flops_count_the_decoder_s_last_layer_at_the_read_slots_only(decoder_context):
+    """Decoder layers but the last: W / P slots per byte; the last: keys/values at W / P slots, its
+    queries, output projection and FFN at one slot per byte, a query at slot s over s + 1 keys."""
+    from stlm_selfplay.model.flops import build_on_meta, decoder_flops
+
+    config = load_preset("tiny", patch_size=4, n_local_decoder_layers=2, decoder_context=decoder_context)
+    dl, fl, p = config.d_local, config.local_ff, 4
+    c = p if decoder_context else 0
+    w = c + p
+    m_kv, m_rest = 2 * dl * dl, 2 * dl * dl + 3 * dl * fl  # W_kv; W_q, W_o and the SwiGLU FFN
+    first = w / p * (6 * (m_kv + m_rest) + 6 * dl * (w + 1))
+    last = w / p * 6 * m_kv + 6 * m_rest + 6 * dl * sum(s + 1 for s in range(c, w)) * 2 / p
+    assert decoder_flops(config, build_on_meta(config).decoder) == pytest.approx(first + last)
+    one = load_preset("tiny", patch_size=4, n_local_decoder_layers=1, decoder_context=decoder_context)
+    assert flops_per_byte(config) - flops_per_byte(one) == pytest.approx(first)  # one more full-window layer
