@@ -11,9 +11,11 @@ to read its card, and stays at exploitability 1/3; benchmarks/RESULTS.md). The r
 into chunks of `--eval-every` updates; after each, the loop's own evaluation
 (`selfplay/evaluate.py`) logs the optimal-move rate over all 4,520 positions, W/D/L against
 random and minimax by seat (greedy decoding), or Kuhn exploitability of the current and the
-average policy. Every curve point carries training wall-clock seconds (rollouts + updates,
-evaluation excluded) and games played. A run stops once `--minutes` of training time are spent
-(or, for a YAML recipe, once its `selfplay.updates` are done).
+average policy. Every curve point carries training seconds (rollouts + updates, evaluation
+excluded) as CPU time of the process (`train_cpu_s`, the loop's `update_cpu_s`: what a run costs
+when other jobs share its core) and as wall-clock time (`train_s`), and games played. A run stops
+once `--minutes` of training CPU time are spent (or, for a YAML recipe, once its
+`selfplay.updates` are done).
 
 At the end, tic-tac-toe models play 500 games per seat (1,000) against minimax.
 Goals (hard on purpose): optimal-move rate >= 0.99 and no loss to minimax in 1,000 games within
@@ -119,13 +121,14 @@ def curve(init: Path, work: Path, name: str, minutes: float, eval_every: int, ep
     while trained < minutes * 60 and done < cfg.selfplay.updates:
         with contextlib.redirect_stdout(io.StringIO()):
             done = selfplay(cfg, max_updates=eval_every)["update"]
-        trained = sum(r["update_s"] for r in read_metrics(work / name / "metrics.jsonl", "train"))
+        trained = sum(r["update_cpu_s"] for r in read_metrics(work / name / "metrics.jsonl", "train"))
     train = read_metrics(work / name / "metrics.jsonl", "train")
-    seconds = {r["step"]: sum(t["update_s"] for t in train if t["step"] <= r["step"]) for r in train}
+    upto = lambda key, step: sum(t[key] for t in train if t["step"] <= step)  # noqa: E731
     points = []
     for row in read_metrics(work / name / "metrics.jsonl", "eval"):
-        point = {"run": name, "update": row["step"], "games": row["step"] * cfg.selfplay.games_per_update,
-                 "train_s": seconds.get(row["step"], 0.0)}
+        step = row["step"]
+        point = {"run": name, "update": step, "games": step * cfg.selfplay.games_per_update,
+                 "train_cpu_s": upto("update_cpu_s", step), "train_s": upto("update_s", step)}
         keys = ["tictactoe/optimal_rate", "tictactoe/random/win_rate", "tictactoe/minimax/loss_rate",
                 "tictactoe/minimax/seat0/loss_rate", "tictactoe/minimax/seat1/loss_rate", "tictactoe/random/illegal_rate",
                 "kuhn_poker/exploitability", "kuhn_poker/avg_exploitability", "kuhn_poker/random/win_rate"]
@@ -145,7 +148,7 @@ def final_minimax(work: Path, name: str, episodes: int, seed: int) -> dict:
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock minutes per run")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training CPU-minutes per run (rollouts + updates)")
     parser.add_argument("--runs", default="ttt-free,ttt-constrained,kuhn", help="which runs, comma-separated")
     parser.add_argument("--recipe", default="", metavar="PATH",
                         help="run this YAML self-play recipe (relative to the repo) instead of --runs")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-WALL_CLOCK = {"bytes_per_s", "data_wait", "eval_s", "games_per_s", "rollout_s", "update_s"}
+WALL_CLOCK = {"bytes_per_s", "data_wait", "eval_s", "games_per_s", "rollout_s", "update_s", "update_cpu_s"}
 
 
 def _hash_state(value, path: str, h) -> None:

@@ -229,7 +229,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         if update == 0 and resume_from is None and end_update > 0:
             last_eval = evaluate_now(0)
         while update < end_update:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             stage = sp.stages[stage_index]
             # -- 1. rollouts
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
@@ -273,7 +273,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             if update % sp.pool.snapshot_every == 0:
                 pool.add(model, update)
                 record_snapshot(model, eval_games, sp.eval, exact_history)
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             metrics = {k: v / sums["_n/" + k] for k, v in sums.items() if "_n/" + k in sums}
             metrics.update(update_metrics(episodes, turns, reward, adv, keep, scores, world, device))
             if values is not None:  # calibration of the rollout's V(s) against its targets, all ranks
@@ -283,6 +283,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
                     metrics["value/explained_variance"] = ev
             metrics.update(stage=stage_index, lr=optimizer.param_groups[0]["lr"], grad_norm=sums.get("grad_norm", 0.0),
                            games_per_s=sp.games_per_update / elapsed, rollout_s=rollout_s, update_s=elapsed,
+                           update_cpu_s=cpu,
                            pool_size=len(pool.snapshots), games_digest=games_digest(episodes))
             if buffer is not None:
                 metrics["replay_turns"] = len(buffer)

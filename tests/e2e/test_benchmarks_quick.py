@@ -28,7 +28,7 @@ ROW_KEYS = {  # keys every row of the benchmark has (rows may have more)
     "bench_lm": {"variant", "params", "embedding_head_params", "nats_per_byte", "nats_std", "bits_per_byte",
                  "bytes_per_s", "steps"},
     "bench_rollout": {"loop", "games", "moves", "wall_s", "games_per_s"},
-    "bench_selfplay": {"run", "update", "games", "train_s"},
+    "bench_selfplay": {"run", "update", "games", "train_s", "train_cpu_s"},
     "bench_gpu": {"preset", "variant", "bytes_per_s", "mfu"},
     "bench_envs": {"game"},
     "bench_pretrain": {"loader", "data_wait_pct", "bytes_per_s"},
@@ -125,6 +125,12 @@ def test_selfplay_bench_runs_a_yaml_recipe(tmp_path):
     assert set(payload["final_vs_minimax"]) == {"recipe-tictactoe-search"}
     train = [json.loads(line) for line in (tmp_path / "recipe-tictactoe-search" / "metrics.jsonl").read_text().splitlines()]
     assert any(any("search_policy" in key for key in row) for row in train), train[-1]
+    # each update's CPU time is its own (one torch thread: at most its wall time), and the curve's
+    # train_cpu_s is their running sum
+    updates = [row for row in train if row.get("kind") == "train"]
+    assert all(0 < row["update_cpu_s"] <= 1.2 * row["update_s"] + 0.05 for row in updates), updates
+    for point in payload["rows"]:
+        assert point["train_cpu_s"] == pytest.approx(sum(r["update_cpu_s"] for r in updates if r["step"] <= point["update"]))
 
 
 def test_quickstart_first_stage_probe_cuts_the_run_to_its_first_stage(tmp_path):

@@ -26,7 +26,7 @@ from test_report import assert_valid_png
 
 REPO = Path(__file__).resolve().parents[2]
 MICRO = REPO / "configs" / "micro.yaml"
-TIMING = {"bytes_per_s", "data_wait", "games_per_s", "rollout_s", "update_s", "eval_s"}  # wall-clock fields
+TIMING = {"bytes_per_s", "data_wait", "games_per_s", "rollout_s", "update_s", "update_cpu_s", "eval_s"}  # wall-clock fields
 SECTIONS = ["Pretraining", "Self-play", "Ratings", "Before and after", "Sample games", "Reproduce"]
 
 

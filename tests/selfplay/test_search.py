@@ -182,7 +182,7 @@ def search_overrides(tmp_path, name: str, **selfplay):
         "", tmp_path, name, **values)
 
 
-TIMING = ("games_per_s", "rollout_s", "update_s", "eval_s", "time", "wall_time", "elapsed")
+TIMING = ("games_per_s", "rollout_s", "update_s", "update_cpu_s", "eval_s", "time", "wall_time", "elapsed")
 
 
 def _rows(path):

@@ -35,7 +35,7 @@ def overrides(tmp_path, name: str, **selfplay) -> list[str]:
 
 
 def rows(run: Path, kind: str = "train") -> list[dict]:
-    timing = ("games_per_s", "rollout_s", "update_s", "eval_s")
+    timing = ("games_per_s", "rollout_s", "update_s", "update_cpu_s", "eval_s")
     out = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in timing and k != "time"} for r in out if r.get("kind") == kind]
 
