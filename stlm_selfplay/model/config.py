@@ -65,6 +65,9 @@ class STLMConfig(PreTrainedConfig):
     n_local_decoder_layers: int = option(1, "causal blocks over [previous patch, current patch] bytes")
     decoder_context: bool = option(True, "decoder windows start with the previous patch's bytes; false: current patch "
                                    "only (half the slots)")
+    decoder_context_layers: int = option(0, "with decoder_context: only the first k decoder layers read the previous "
+                                         "patch's slots; the layers above attend within the current patch (half "
+                                         "the slots each: a cheaper deep decoder); 0 = every layer")
     local_heads: int = option(4, "attention heads of local blocks; d_local % local_heads == 0")
     local_d_ff: int = option(0, "local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8")
     pooling: str = option("mean", "patch vector from its bytes: mean, or attention (learned query)",
@@ -120,6 +123,13 @@ class STLMConfig(PreTrainedConfig):
         return self.max_patch if self.decoder_context else 0
 
     @property
+    def dec_context_layers(self) -> int:
+        """Decoder layers whose window includes the context slots (all but those above
+        decoder_context_layers; every layer when that is 0 or there is no context)."""
+        k = self.decoder_context_layers
+        return self.n_local_decoder_layers if not self.dec_context or k == 0 else k
+
+    @property
     def dec_window(self) -> int:
         """Slots of a decoder window: dec_context + max_patch."""
         return self.dec_context + self.max_patch
@@ -168,6 +178,9 @@ class STLMConfig(PreTrainedConfig):
         need(isinstance(self.ngram_buckets, int) and self.ngram_buckets >= 1, "ngram_buckets", "an integer >= 1")
         need(isinstance(self.zero_init_proj, bool), "zero_init_proj", "true | false")
         need(isinstance(self.decoder_context, bool), "decoder_context", "true | false")
+        need(isinstance(self.decoder_context_layers, int) and 0 <= self.decoder_context_layers
+             <= self.n_local_decoder_layers, "decoder_context_layers",
+             f"an integer in [0, n_local_decoder_layers={self.n_local_decoder_layers}] (0 = every layer)")
         need(isinstance(self.value_head, bool), "value_head", "true | false")
         need(self.entropy_threshold >= 0, "entropy_threshold", "a float >= 0 (nats)")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
@@ -199,7 +212,8 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(STLMConfig)} - {f.name for f
 
 # What makes an STLM more than a plain byte GPT: patching and the local byte modules (`plain_twin`).
 POOLING_FIELDS = ("patching", "patch_size", "min_patch_size", "max_patch_size", "entropy_threshold", "d_local",
-                  "n_local_encoder_layers", "n_local_decoder_layers", "decoder_context", "local_heads", "local_d_ff",
+                  "n_local_encoder_layers", "n_local_decoder_layers", "decoder_context", "decoder_context_layers",
+                  "local_heads", "local_d_ff",
                   "pooling", "ngram_max", "ngram_buckets")
 
 

@@ -136,7 +136,8 @@ class DecodeState:
         slots = start[:, None] + torch.arange(n, device=ids.device)
         step = CacheStep(rows, start, length)
         hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)
-        idx = (read_slot - start).clamp(0, n - 1)
+        first = start + (n - hidden.shape[1])  # the slot of hidden[:, 0] (decoder_context_layers drop slots < C)
+        idx = (read_slot - first).clamp(0, hidden.shape[1] - 1)
         picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
         return model.head(picked).float()
 

@@ -37,7 +37,8 @@ patch, so every decoder layer but the last runs W / P_max slots per byte (M_dec'
 training forward reads logits at the current patch's slots only (`LocalDecoder.forward`'s
 `outputs_from`), so the last layer computes keys and values (M_kv, its W_kv) at every slot but its
 queries, output projection and FFN (M_last - M_kv) at one slot per byte, and its query at slot s
-attends s + 1 keys: 12 d_local mean_{s = C..W-1} (s + 1) = 6 d_local (C + 1 + W) per byte.
+attends s + 1 keys: 12 d_local mean_{s = C..W-1} (s + 1) = 6 d_local (C + 1 + W) per byte. A layer
+above `decoder_context_layers` counts with C = 0 and W = P_max (it sees the current patch only).
 Elementwise work is otherwise not counted; the n-gram sums and the soft-cap are, with the same
 3x for forward + backward, because they are all that those options add. Zero-initialised
 projections change no count.
@@ -132,15 +133,18 @@ def trunk_flops(config: STLMConfig, trunk: nn.Module, positions: float) -> float
 
 def decoder_flops(config: STLMConfig, decoder: nn.Module) -> float:
     """Training FLOPs per byte of the local decoder's layers (module docstring: every layer but the
-    last at all W / P_max window slots per byte, the last one's queries at the current patch only)."""
-    if not decoder.layers:
-        return 0.0
-    w, ctx, dl = config.dec_window, config.dec_context, config.d_local
-    *first, last = decoder.layers
-    m_first = sum(_matmul_weights(layer) for layer in first)
-    m_kv = last.attn.wkv.weight.numel()
-    full = w / config.max_patch * (6 * m_first + 6 * len(first) * dl * (w + 1))
-    return full + w / config.max_patch * 6 * m_kv + 6 * (_matmul_weights(last) - m_kv) + 6 * dl * (ctx + 1 + w)
+    last at all W / P_max window slots per byte, the last one's queries at the current patch only;
+    a layer above `decoder_context_layers` has a window of P_max slots and no context)."""
+    total, pm, dl = 0.0, config.max_patch, config.d_local
+    for i, layer in enumerate(decoder.layers):
+        ctx = config.dec_context if i < config.dec_context_layers else 0
+        w = ctx + pm
+        m, m_kv = _matmul_weights(layer), layer.attn.wkv.weight.numel()
+        if i < len(decoder.layers) - 1:
+            total += w / pm * (6 * m + 6 * dl * (w + 1))
+        else:
+            total += w / pm * 6 * m_kv + 6 * (m - m_kv) + 6 * dl * (ctx + 1 + w)
+    return total
 
 
 def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:

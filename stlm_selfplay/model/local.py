@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from stlm_selfplay.model.config import STLMConfig
-from stlm_selfplay.model.layers import Block, rope_angles
+from stlm_selfplay.model.layers import Block, CacheStep, rope_angles
 
 
 def local_block(config: STLMConfig) -> Block:
@@ -63,6 +63,10 @@ class LocalDecoder(nn.Module):
 
         h = dec_layers(E[window] + W_c c)   (causal over the window), then RMSNorm.
     Without decoder layers (the plain-GPT case) h = W_c c.
+
+    With `decoder_context_layers` = k (0 < k < n_dec, a window with C context slots), the layers
+    from k on see the current patch only: after layer k - 1 the context slots' states are dropped,
+    so those layers attend over (and keep caches of) slots C.. alone, at cache position slot - C.
     """
 
     def __init__(self, config: STLMConfig):
@@ -73,18 +77,42 @@ class LocalDecoder(nn.Module):
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
         self.max_len = config.dec_window  # window slots
+        self.ctx, self.context_layers = config.dec_context, config.dec_context_layers
 
     def forward(self, emb, cond, slots, caches=None, step=None, outputs_from: int = 0):
         """emb: window byte embeddings [N, L, d_local] at window `slots` [1 or N, L]; cond [N, d_local].
         `outputs_from` = s (no caches): hidden states of slots s..L-1 only [N, L-s, d_local], equal to
         the full output's [:, s:]; the last layer then runs its queries, FFN and norm on those slots
-        only (the training forward reads logits at the current patch's slots, `patching.py`)."""
+        only (the training forward reads logits at the current patch's slots, `patching.py`).
+        Above the context layers (class docstring) the output starts at slot C at the earliest:
+        without caches s must be >= C; with caches the input's slots < C are left out of it."""
         if not self.layers:
             return cond.unsqueeze(1).expand(-1, emb.shape[1] - outputs_from, -1)
         h = emb + cond.unsqueeze(1)
         cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            if i == self.context_layers:  # the layers above see the current patch only
+                h, cos, sin, step, outputs_from = self._current_patch(h, cos, sin, step, outputs_from)
             h = layer(h, cos, sin, None if caches is None else caches[i], step,
                       queries_from=outputs_from if i == last else 0)
         return self.norm(h)
+
+    def _current_patch(self, h, cos, sin, step, outputs_from: int):
+        """Drop the input slots < C: (h, cos, sin, the step at cache positions slot - C, outputs_from - C).
+        Without a cache the input starts at slot 0; with one, every row's first slot is 0 (a window
+        opened) or >= C (bytes of the current patch), so the same number of slots goes from each row."""
+        ctx = self.ctx
+        if step is None:
+            if outputs_from < ctx:
+                raise ValueError(f"decoder_context_layers: the layers above the context layers have no output at "
+                                 f"slots < {ctx}; call with outputs_from >= {ctx}")
+            drop, outputs_from = ctx, outputs_from - ctx
+        else:
+            gone = (ctx - step.start).clamp(0, h.shape[1])
+            drop = int(gone.max())
+            if int(gone.min()) != drop:
+                raise ValueError("decoder_context_layers: a cached step mixes rows that start inside and after "
+                                 "the context slots")
+            step = CacheStep(step.rows, step.start + drop - ctx, step.length - ctx)
+        return h[:, drop:], cos[..., drop:, :], sin[..., drop:, :], step, outputs_from

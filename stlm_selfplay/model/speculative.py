@@ -113,9 +113,9 @@ def _verify(model, state: DecodeState, closes: list[_Close], segments: list[_Seg
     ctx = state.ctx
     windows = torch.stack([s.window for s in segments])
     slots = torch.arange(windows.shape[1], device=windows.device)[None]
-    hidden = model.decoder(model.embed_bytes(windows), conds[: len(segments)], slots)
-    logits = model.head(hidden).float()
-    return conds, [logits[i, ctx: ctx + len(s.targets)] for i, s in enumerate(segments)]
+    hidden = model.decoder(model.embed_bytes(windows), conds[: len(segments)], slots, outputs_from=ctx)
+    logits = model.head(hidden).float()  # window slots ctx..: the current patch's
+    return conds, [logits[i, : len(s.targets)] for i, s in enumerate(segments)]
 
 
 def _one(model, ids: list[int], max_new: int, stops: list[bytes], exit_layer: int, draft_patches: int,

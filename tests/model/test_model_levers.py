@@ -60,6 +60,8 @@ def _trained(**overrides) -> STLMForCausalLM:
     dict(mlp="relu2", zero_init_proj=True, logit_softcap=15.0),
     dict(decoder_context=False, ngram_max=4),
     dict(decoder_context=False, patching="dynamic"),
+    dict(n_local_decoder_layers=3, decoder_context_layers=1),
+    dict(n_local_decoder_layers=2, decoder_context_layers=1, patching="dynamic", ngram_max=4),
 ])
 def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
@@ -152,7 +154,8 @@ def test_bad_option_values_name_the_field(bad, match):
         small_config(**bad)
 
 
-@pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic")])
+@pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic"),
+                                       dict(n_local_decoder_layers=2, decoder_context_layers=1)])
 def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides):
     from stlm_selfplay.model.speculative import speculative_generate
 
@@ -194,3 +197,39 @@ def test_decoder_outputs_from_equals_the_full_decoder_and_the_logits_are_unchang
         read = layout.read_index
         expected = model.head(full.reshape(batch, n_dec * width, -1).gather(1, read[..., None].expand(-1, -1, full.shape[-1])))
         torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_context_layers_keep_the_previous_patch_from_the_layers_above():
+    """With decoder_context_layers = 1 of 2, layer 1 attends over the current patch's slots only: its
+    output equals layer 1 run on layer 0's current-patch states alone (slots C.., positions C..), and
+    the option at k = n_dec is the default model (every layer reads the context)."""
+    torch.manual_seed(0)
+    model = STLMForCausalLM(small_config(n_local_decoder_layers=2, decoder_context_layers=1)).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    from stlm_selfplay.model.layers import rope_angles
+
+    ctx, width, dec = model.config.dec_context, model.config.dec_window, model.decoder
+    emb, cond = torch.randn(3, width, 32), torch.randn(3, 32)
+    slots = torch.arange(width)[None]
+    with torch.no_grad():
+        got = dec(emb, cond, slots, outputs_from=ctx)
+        cos, sin = rope_angles(slots, dec.head_dim, dec.rope_theta)
+        h = dec.layers[0](emb + cond[:, None], cos, sin)[:, ctx:]
+        by_hand = dec.norm(dec.layers[1](h, cos[:, ctx:], sin[:, ctx:]))
+        torch.testing.assert_close(got, by_hand, atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="outputs_from"):
+            dec(emb, cond, slots)
+        every = STLMForCausalLM(small_config(n_local_decoder_layers=2, decoder_context_layers=2)).eval()
+        every.load_state_dict(model.state_dict())
+        default = STLMForCausalLM(small_config(n_local_decoder_layers=2)).eval()
+        default.load_state_dict(model.state_dict())
+        ids = torch.tensor([list(b"First Citizen:\nBefore we proceed")])
+        assert torch.equal(every(ids).logits, default(ids).logits)
+        assert not torch.allclose(model(ids).logits, default(ids).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 1.5])
+def test_decoder_context_layers_out_of_range_name_the_field(bad):
+    with pytest.raises(ValueError, match="decoder_context_layers"):
+        small_config(n_local_decoder_layers=2, decoder_context_layers=bad)

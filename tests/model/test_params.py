@@ -127,3 +127,18 @@ def test_flops_count_the_decoder_s_last_layer_at_the_read_slots_only(decoder_con
     assert decoder_flops(config, build_on_meta(config).decoder) == pytest.approx(first + last)
     one = load_preset("tiny", patch_size=4, n_local_decoder_layers=1, decoder_context=decoder_context)
     assert flops_per_byte(config) - flops_per_byte(one) == pytest.approx(first)  # one more full-window layer
+
+
+def test_flops_count_decoder_layers_above_the_context_layers_over_the_current_patch():
+    """decoder_context_layers = 1 of 3: layer 0 over the W-slot window, layers 1-2 over P slots (one per
+    byte, attention over P + 1 / 2 keys on average), the last one's queries already at one slot per byte."""
+    from stlm_selfplay.model.flops import build_on_meta, decoder_flops
+
+    config = load_preset("tiny", patch_size=4, n_local_decoder_layers=3, decoder_context_layers=1)
+    dl, fl, p = config.d_local, config.local_ff, 4
+    m_kv, m_rest = 2 * dl * dl, 2 * dl * dl + 3 * dl * fl
+    first = 2 * (6 * (m_kv + m_rest) + 6 * dl * (8 + 1))
+    middle = 6 * (m_kv + m_rest) + 6 * dl * (p + 1)
+    last = 6 * (m_kv + m_rest) + 6 * dl * (p + 1)
+    assert decoder_flops(config, build_on_meta(config).decoder) == pytest.approx(first + middle + last)
+    assert flops_per_byte(config) < flops_per_byte(load_preset("tiny", patch_size=4, n_local_decoder_layers=3))
