@@ -38,10 +38,12 @@ def score_choices(
     choices: Sequence[Sequence[bytes]],
     batch_size: int = 64,
     truncate_left: bool = False,
+    prompt_cache=None,
 ) -> list[list[torch.Tensor]]:
     """Per-byte log-probs (fp32, CPU) of every candidate in `choices[i]` after `contexts[i]`;
     out[i][k] has len(choices[i][k]) entries. Contexts are read `batch_size` at a time; with
-    `truncate_left` a context keeps its newest bytes that leave room for its longest choice."""
+    `truncate_left` a context keeps its newest bytes that leave room for its longest choice.
+    `prompt_cache` (a `PromptCache`): contexts that extend an earlier call's reuse its trunk caches."""
     if len(contexts) != len(choices):
         raise ValueError(f"{len(contexts)} contexts but {len(choices)} choice lists; pass one list per context")
     max_len = model.config.max_seq_len
@@ -56,7 +58,8 @@ def score_choices(
     for b in range(0, len(rows), batch_size):
         chunk = [i for i in range(b, min(b + batch_size, len(rows))) if cands[i]]
         if chunk:
-            _score_chunk(model, [rows[i] for i in chunk], [cands[i] for i in chunk], [out[i] for i in chunk])
+            _score_chunk(model, [rows[i] for i in chunk], [cands[i] for i in chunk], [out[i] for i in chunk],
+                         prompt_cache)
     model.train(was_training)
     return out
 
@@ -69,10 +72,11 @@ def _common_prefix(row: list[list[int]]) -> int:
     return n
 
 
-def _score_chunk(model, rows: list[list[int]], cands: list[list[list[int]]], out: list[list[torch.Tensor]]) -> None:
+def _score_chunk(model, rows: list[list[int]], cands: list[list[list[int]]], out: list[list[torch.Tensor]],
+                 prompt_cache=None) -> None:
     """One DecodeState over `rows`: the chunk's shared prefix stepped once per context, then the
     rows repeated once per candidate and stepped to the longest candidate."""
-    state = DecodeState(model, rows, room=max(len(c) for row in cands for c in row))
+    state = DecodeState(model, rows, room=max(len(c) for row in cands for c in row), prompt_cache=prompt_cache)
     device = state.cond.device
     # bytes 0..shared-1 are the same for every candidate of a context (and each candidate keeps
     # at least one byte to score after them): step them before the rows are repeated

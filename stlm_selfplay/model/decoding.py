@@ -12,7 +12,8 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
   decoder from slot 0 (C + 1 slots).
 
 The prompt pass encodes each distinct patch once and runs prefixes that rows share through the
-trunk once (`prefix_sharing.py`). The logits equal those of a full forward pass over the same
+trunk once (`prefix_sharing.py`); with a `PromptCache`, rows that extend an earlier call's prompt
+start from its trunk caches (`prompt_cache.py`). The logits equal those of a full forward pass over the same
 bytes (tested). With hashed n-gram embeddings (`ngrams.py`) each row also keeps its last
 ngram_max - 1 ids (`ngram_tail`) and the n-gram buckets of its current patch's bytes
 (`ngram_buf`), computed by the same function as in training when each byte arrives.
@@ -51,10 +52,13 @@ class DecodeState:
 
     STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "logits")
 
-    def __init__(self, model, rows: list[list[int]], layers: range | None = None, room: int | None = None):
+    def __init__(self, model, rows: list[list[int]], layers: range | None = None, room: int | None = None,
+                 prompt_cache=None):
         """`room`: at most this many bytes will be stepped (each closes at most one patch), so the
         trunk caches hold the prompt's patches + room instead of max_patches (less memory to fill
-        and to copy when rows are repeated); None: up to the model's context."""
+        and to copy when rows are repeated); None: up to the model's context. `prompt_cache` (a
+        `PromptCache`, full trunk only): rows that extend an earlier prompt continue from its
+        stored trunk caches, and this pass's closed patches are stored (`prompt_cache.py`)."""
         self.model, config = model, model.config
         self.layers, self.trunk_out = layers, None
         self.pm = pm = config.max_patch
@@ -70,7 +74,9 @@ class DecodeState:
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         length = None if room is None else min(config.max_patches, max(layout.n_patches, int(m.max()) + room))
-        if ids.shape[1]:  # what rows share is computed once (`prefix_sharing.py`)
+        if ids.shape[1] and prompt_cache is not None and layers is None:  # earlier prompts' patches reused
+            state, self.trunk_caches = prompt_cache.trunk_pass(model, layout, patch_keys(layout), m, length)
+        elif ids.shape[1]:  # what rows share is computed once (`prefix_sharing.py`)
             keys = patch_keys(layout)
             state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys, layers,
                                                          length)

@@ -138,11 +138,14 @@ def generate(
     exit_layer: int | None = None,
     truncate_left: bool = False,
     use_cache: bool = True,
+    prompt_cache=None,
 ) -> list[Completion]:
     """Sample up to `max_new_bytes` after each prompt; stop at EOS or a stop string (kept in the
     text). `temperature` is one value or one per prompt; `use_cache=False` is the slow reference.
     `exit_layer=E` samples from the early exit after trunk layer E (layers 0..E, then the shared
-    head); self-speculative decoding is `stlm_selfplay.model.speculative.speculative_generate`."""
+    head); self-speculative decoding is `stlm_selfplay.model.speculative.speculative_generate`.
+    `prompt_cache` (a `PromptCache`): prompts that extend an earlier call's prompts reuse their
+    trunk caches (`prompt_cache.py`)."""
     layers = exit_layers_range(model, exit_layer)
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
@@ -158,7 +161,8 @@ def generate(
         return out
     was_training = model.training
     model.eval()
-    state = DecodeState(model, rows, layers, room=max_new_bytes) if use_cache else _UncachedState(model, rows, layers)
+    state = (DecodeState(model, rows, layers, room=max_new_bytes, prompt_cache=prompt_cache) if use_cache
+             else _UncachedState(model, rows, layers))
     active = torch.arange(len(rows))  # original index of each live row of `state`
     for i in range(max_new_bytes):
         logp = emit_logprobs(state.logits / temps[active, None])
