@@ -15,6 +15,12 @@ wall time spent outside the policy's model calls (`generate` / `score_choices`: 
 stepping, bookkeeping; goal < 15%), plus the fraction outside the model's module forwards
 (trunk, encoder, decoder: also counts the sampler's own Python).
 
+Append-only prompts: the engine again with `transcript` prompts (the game so far, then the current
+line; envs/formats.py), once with the policy's prompt cache carrying each game's trunk caches from
+move to move (model/prompt_cache.py) and once with a cache that keeps nothing (every move reads its
+whole prompt). The same weights at a 512-byte context (RoPE: no weight depends on it), the same
+games; reported: both rows, their games/s ratio and whether every move was the same.
+
     python benchmarks/bench_rollout.py [--quick] [--games N] [--naive-games M] [--threads T]
 """
 
@@ -34,6 +40,8 @@ from bench_selfplay import pretrained_model  # noqa: E402
 
 from stlm_selfplay.envs import make  # noqa: E402
 from stlm_selfplay.envs.formats import format_prompt  # noqa: E402
+from stlm_selfplay.model import STLMConfig, STLMForCausalLM  # noqa: E402
+from stlm_selfplay.model.prompt_cache import PromptCache  # noqa: E402
 from stlm_selfplay.model.tokenizer import EOS_ID, encode_bytes  # noqa: E402
 from stlm_selfplay.selfplay import policies  # noqa: E402
 from stlm_selfplay.selfplay.policies import ModelPolicy, RolloutRandom  # noqa: E402
@@ -82,9 +90,11 @@ def forward_time(modules: list[torch.nn.Module], totals: dict):
             h.remove()
 
 
-def engine(model, games: int, seed: int) -> dict:
+def engine(model, games: int, seed: int, style: str = "compact", cache: PromptCache | None = None,
+           label: str = "") -> dict:
     specs = [EpisodeSpec(GAME, seed + i, ["learner", "learner"], dict(OPTIONS)) for i in range(games)]
-    policy = ModelPolicy(model, mode="free", temperature=1.0, max_action_bytes=MAX_ACTION_BYTES)
+    policy = ModelPolicy(model, mode="free", temperature=1.0, max_action_bytes=MAX_ACTION_BYTES, style=style,
+                         prompt_cache=cache)
     totals: dict = {}
     parts = [m for m in (model.trunk, model.encoder, model.decoder) if any(True for _ in m.parameters())]
     with timed_calls(policies, ["generate", "score_choices"], totals), forward_time(parts, totals):
@@ -92,10 +102,31 @@ def engine(model, games: int, seed: int) -> dict:
         episodes = play(specs, {"learner": policy}, RolloutRandom(seed))
         wall = time.perf_counter() - start
     model_calls = totals.get("generate", 0.0) + totals.get("score_choices", 0.0)
-    return {"loop": f"engine ({games} games at once)", "games": games, "moves": sum(e.length for e in episodes),
+    return {"loop": f"engine ({games} games at once){label}", "games": games, "moves": sum(e.length for e in episodes),
             "illegal": sum(sum(e.illegal) for e in episodes), "wall_s": wall, "games_per_s": games / wall,
             "outside_model_calls_pct": 100 * (wall - model_calls) / wall,
-            "outside_module_forwards_pct": 100 * (wall - totals.get("module_forward", 0.0)) / wall}
+            "outside_module_forwards_pct": 100 * (wall - totals.get("module_forward", 0.0)) / wall,
+            "moves_digest": hash(tuple(t.action for e in episodes for t in e.turns))}
+
+
+def with_context(model, max_seq_len: int):
+    """The same weights in a model whose context holds `max_seq_len` bytes (RoPE: no weight depends on it)."""
+    config = STLMConfig(**{**model.config.to_dict(), "max_seq_len": max_seq_len})
+    longer = STLMForCausalLM(config).eval()
+    longer.load_state_dict(model.state_dict())
+    return longer
+
+
+def transcript_rows(model, games: int, seed: int) -> tuple[dict, dict]:
+    """(carried, uncarried): the engine on transcript prompts with and without the prompt cache."""
+    longer = with_context(model, 512)
+    engine(longer, min(games, 8), seed + 10_000, "transcript", PromptCache())  # warm-up
+    carried_cache = PromptCache()
+    carried = engine(longer, games, seed, "transcript", carried_cache, ", transcript prompts, cache carried")
+    carried.update(cache_hits=carried_cache.hits, cache_misses=carried_cache.misses,
+                   patches_reused=carried_cache.reused)
+    uncarried = engine(longer, games, seed, "transcript", PromptCache(max_entries=0), ", transcript prompts, no cache")
+    return carried, uncarried
 
 
 def naive(model, games: int, seed: int) -> dict:
@@ -136,12 +167,16 @@ def main() -> None:
     engine(model, min(args.games, 8), args.seed + 10_000)  # warm-up (allocator, first-call costs)
     fast = engine(model, args.games, args.seed)
     slow = naive(model, args.naive_games, args.seed)
-    report("rollout", [slow, fast], args=args,
-           ratios={"engine_over_naive_games_per_s": fast["games_per_s"] / slow["games_per_s"]},
+    carried, uncarried = transcript_rows(model, args.games, args.seed)
+    same = carried.pop("moves_digest") == uncarried.pop("moves_digest")
+    fast.pop("moves_digest")
+    report("rollout", [slow, fast, carried, uncarried], args=args,
+           ratios={"engine_over_naive_games_per_s": fast["games_per_s"] / slow["games_per_s"],
+                   "transcript_carried_over_uncarried_games_per_s": carried["games_per_s"] / uncarried["games_per_s"]},
            goals={"engine_over_naive_games_per_s": (fast["games_per_s"] / slow["games_per_s"], 20.0),
                   "inside_model_calls (1 - outside)": (1 - fast["outside_model_calls_pct"] / 100, 0.85)},
            extra={"command": " ".join(sys.argv), "seed": args.seed, "threads": args.threads,
-                  "params": model.num_parameters()})
+                  "params": model.num_parameters(), "transcript_same_moves": same})
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ class Game:
     side_names: ClassVar[tuple[str, ...]] = ("player 1", "player 2")  # verbose side names
     _copied: ClassVar[tuple[str, ...]] = ()  # mutable attributes `clone` copies (besides the base's)
     raw_prompt = None  # adapters whose env brings its own text set a method (player) -> str here
+    perfect_information: ClassVar[bool] = True  # every player may see every earlier prompt (no private cards
+    #                                             or values): the `transcript` prompt style needs it
 
     def __init__(self, *, illegal: str = "lose", max_turns: int | None = None, seed: int | None = None):
         """illegal: the illegal-action rule (lose | retry:N | random).
@@ -225,6 +227,11 @@ class Game:
     def outcome(self) -> tuple[str, ...] | None:
         """'win' | 'draw' | 'loss' per seat (by the sign of its payoff), or None while playing."""
         return outcomes(self.rewards) if self.done else None
+
+    def at_start(self) -> "Game":
+        """A copy of this game at its start: same options, seed and deal, no moves played."""
+        start = self.clone()
+        return start.reset(self._seed, deal=self.deal)
 
     def clone(self) -> "Game":
         """An independent copy (RNG state included): stepping it leaves this game unchanged."""

@@ -19,6 +19,13 @@ all are one character, else with ","; they are left out when the line would exce
 Verbose style (larger models): a few sentences (game, side, position, legal moves), ending in
 `Your move: `.
 
+Transcript style (append-only prompts, perfect-information games only): the game so far as the
+compact transcript writes it (each earlier mover's compact prompt, action and newline), then the
+current compact line. Each prompt begins with the previous one, so a model that keeps its earlier
+prompts' KV caches (`model/prompt_cache.py`) reads only the new bytes, and the text is exactly a
+prefix of the compact pretraining transcripts (`transcripts.py`). A rejected attempt under the retry
+rule is echoed in its mover's current line only (the history holds the moves played).
+
 Parsing: `parse_action(text)` returns the first bracketed token, stripped and lower-cased, or
 None; it accepts str or bytes (invalid UTF-8 included) and never raises.
 """
@@ -27,8 +34,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from stlm_selfplay.errors import UserError
+
 COMPACT_LIMIT = 64  # bytes per compact prompt line, where the game allows
-STYLES = ("compact", "verbose")
+STYLES = ("compact", "verbose")  # transcript (and pretraining data) styles
+PROMPT_STYLES = STYLES + ("transcript",)  # what a model policy may be prompted with
 
 
 def format_action(action: str) -> str:
@@ -69,6 +79,11 @@ def format_prompt(game, player: int | None = None, style: str = "compact") -> st
     """The prompt `player` (default: the one to move) sees; the model continues it with `[action]`."""
     if player is None:
         player = game.current_player
+    if style == "transcript":
+        if game.raw_prompt is not None or not game.perfect_information:
+            raise UserError(f"prompt style 'transcript' shows every earlier prompt, and {game.title or game.name} "
+                            "has private information or its own text; use style compact")
+        return game_so_far(game) + format_prompt(game, player, "compact")
     if game.raw_prompt is not None:  # adapted games (TextArena) bring their own text
         return game.raw_prompt(player)
     if style == "compact":
@@ -88,7 +103,24 @@ def format_prompt(game, player: int | None = None, style: str = "compact") -> st
         if game.feedback is not None and player == game.current_player:
             lines.append(f"Your last move {game.feedback!r} was illegal; choose a legal move.")
         return "\n".join(lines) + "\nYour move: "
-    raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(STYLES)}")
+    raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
+
+
+def style_for(game, style: str) -> str:
+    """`style`, or compact where `style` is transcript and the game does not allow it (private
+    information, or its own text): what a model policy prompts `game` with."""
+    allowed = game.perfect_information and game.raw_prompt is None
+    return "compact" if style == "transcript" and not allowed else style
+
+
+def game_so_far(game) -> str:
+    """The moves played so far as compact transcript lines (the mover's compact prompt, the action,
+    a newline), replayed from the game's start."""
+    replay, lines = game.at_start(), []
+    for action in game.history:
+        lines.append(format_turn(format_prompt(replay, replay.current_player, "compact"), format_action(action)))
+        replay.step(action)
+    return "".join(lines)
 
 
 def format_outcome(game, style: str = "compact") -> str:

@@ -27,6 +27,7 @@ PUBLIC = {"check": "p", "fold": "p", "bet": "b", "call": "b"}
 @register_game("kuhn_poker")
 class KuhnPoker(Game):
     tag = "kuhn"
+    perfect_information = False  # a private card / private values
     title = "Kuhn poker (cards J < Q < K, ante 1, bet 1)"
     _copied = ("hand_actions", "chips")
 

@@ -33,6 +33,7 @@ def parse_offer(action: str) -> tuple[int, int, int, int]:
 @register_game("simple_negotiation")
 class SimpleNegotiation(Game):
     tag = "neg"
+    perfect_information = False  # a private card / private values
     title = "Negotiation (resources a, b, c; you know only your own values)"
     _copied = ("inventory",)
 

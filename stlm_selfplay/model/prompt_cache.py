@@ -15,9 +15,10 @@ are those of every prompt it begins. `PromptCache` keeps them between calls:
 Rows without a match take the shared prompt pass (`prefix_sharing.py`); rows with one are grouped
 by depth (one trunk call per depth). The result equals the plain pass to float rounding
 (tests/model/test_prompt_cache.py). A cache belongs to one model with fixed weights: make a new
-one after every parameter update (the self-play policies are rebuilt per rollout). An entry is
-taken out when a prompt continues from it (a game's prompts grow one move at a time), and at most
-`max_entries` are kept (the oldest go first).
+one after every parameter update (the self-play policies are rebuilt per rollout). Entries stay
+when prompts continue from them (the games of a rollout open with the same prompt, so one entry
+serves them all); at most `max_entries` are kept, the least recently used go first. An entry holds
+n_layers x 2 x n_kv_heads x c x head_dim floats for c patches.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from stlm_selfplay.model.prefix_sharing import encode_distinct, shared_trunk_pas
 class PromptCache:
     """Trunk caches of prompts' closed patches, keyed by those patches (module docstring)."""
 
-    def __init__(self, max_entries: int = 4096):
+    def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
         self.entries: OrderedDict[bytes, tuple] = OrderedDict()  # key -> (depth, [(k, v, keep)], state)
         self.depths: dict[int, int] = {}  # depth -> entries stored at that depth
@@ -47,21 +48,21 @@ class PromptCache:
     def _key(keys: torch.Tensor, depth: int) -> bytes:
         return keys[:depth].cpu().numpy().tobytes()
 
-    def _take(self, key: bytes):
+    def _drop(self, key: bytes) -> None:
         entry = self.entries.pop(key)
         self.depths[entry[0]] -= 1
-        return entry
 
     def lookup(self, keys: torch.Tensor, closed: torch.Tensor) -> tuple[list[int], list]:
         """Per row of patch keys [B, N, K] with `closed` [B] closed patches: (depth found, 0 when
-        none; the entry or None). Found entries leave the cache."""
+        none; the entry or None). Found entries become the most recently used."""
         depths = sorted((d for d, n in self.depths.items() if n > 0), reverse=True)
         found, entries = [], []
         for row, c in zip(keys, closed.tolist()):
             hit = None
             for d in depths:
                 if d <= c and (key := self._key(row, d)) in self.entries:
-                    hit = self._take(key)
+                    self.entries.move_to_end(key)
+                    hit = self.entries[key]
                     break
             found.append(0 if hit is None else hit[0])
             entries.append(hit)
@@ -77,13 +78,14 @@ class PromptCache:
                 continue
             key = self._key(keys[r], c)
             if key in self.entries:
-                self._take(key)
+                self.entries.move_to_end(key)
+                continue
             layers = [(cache.k[r, :, :c].clone(), cache.v[r, :, :c].clone(), cache.keep[r, :c].clone())
                       for cache in caches]
             self.entries[key] = (c, layers, state[r, c - 1].clone())
             self.depths[c] = self.depths.get(c, 0) + 1
         while len(self.entries) > self.max_entries:
-            self._take(next(iter(self.entries)))
+            self._drop(next(iter(self.entries)))
 
     def trunk_pass(self, model, layout, keys: torch.Tensor, closed: torch.Tensor, length: int | None):
         """`shared_trunk_pass` with the stored prompts' patches reused: (state [B, N, d_model], trunk

@@ -116,9 +116,20 @@ def turn_values(model, turns: Sequence[Turn], chunk: int = 256, routing: str | N
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def game_text(transcript) -> bytes:
+    """A played game's text: prompt + action + newline per move; a prompt that begins with the last
+    model prompt before it (the `transcript` style restates the game so far, bots' moves included)
+    replaces the text so far instead of adding to it."""
+    text, last = b"", b""
+    for _, prompt, action in transcript:
+        text = (prompt if last and prompt.startswith(last) else text + prompt) + action + b"\n"
+        last = prompt or last
+    return text
+
+
 def transcript_batch(episodes, max_len: int):
-    """Auxiliary-objective batch: each played game as its transcript bytes (prompt + action per
-    line), right-padded, every byte a target (the last `max_len` bytes of long games)."""
-    rows = [(b"", b"".join(p + a + b"\n" for _, p, a in e.transcript)[-max_len:]) for e in episodes]
+    """Auxiliary-objective batch: each played game as its transcript bytes (`game_text`),
+    right-padded, every byte a target (the last `max_len` bytes of long games)."""
+    rows = [(b"", game_text(e.transcript)[-max_len:]) for e in episodes]
     ids, attn, loss = _pack(rows)
     return Batch(ids, attention_mask=attn, loss_mask=attn.float())

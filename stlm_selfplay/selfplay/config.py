@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from stlm_selfplay.envs.formats import PROMPT_STYLES
 from stlm_selfplay.errors import UserError, closest, unknown_name
 from stlm_selfplay.options import check_choices, option
 from stlm_selfplay.selfplay.pool_sampling import POOL_SAMPLERS
@@ -60,6 +61,12 @@ class StageConfig:
     mode: str = option("constrained", "constrained (softmax over the legal actions' log-probs) or free (text)",
                        choices=ACTION_MODES)
     max_action_bytes: int = option(8, "free mode: bytes the model may write per move")
+    prompt_style: str = option("compact", "prompts of the learner and snapshots, in training games and the "
+                               "evaluation's matches: compact (one line restating the position) or transcript "
+                               "(the game so far as compact lines, then the current one: append-only, so each move "
+                               "reuses the previous prompt's trunk caches, model/prompt_cache.py; needs a model "
+                               "context that holds a whole game; games with private information, and search, keep compact)",
+                               choices=PROMPT_STYLES)
     random_opening: int = option(0, "each game first plays k ~ U{0..random_opening} uniformly random moves (from the "
                                  "game's seed; not trained on), so training reaches positions that the policies' own "
                                  "play rarely does; 0 = off")

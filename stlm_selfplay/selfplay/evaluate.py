@@ -258,13 +258,14 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(model, games: Sequence[str], spec, seed: int, mode: str = "constrained", *, name: str = LEARNER,
              matches: bool = True, exact: bool = True, history: dict[str, list] | None = None,
-             player=None) -> Evaluation:
+             player=None, style: str = "compact") -> Evaluation:
     """Matches of the model (decoding: `mode` at `spec.temperature`) in each seat against each of
     a game's `spec.bots` (`spec.episodes` games per seat; game seeds from `seed`), then the games'
     exact metrics (`history`: the self-play loop's snapshot records). `matches` / `exact` off
     skip either part. `player`: the policy that plays the matches instead of the model's own
-    (e.g. a `search.SearchPolicy` around it: `stlm eval --search N`)."""
-    player = player or ModelPolicy(model, name=name, mode=mode, temperature=spec.temperature)
+    (e.g. a `search.SearchPolicy` around it: `stlm eval --search N`). `style`: the matches' prompt
+    style (policies.py); the exact metrics read positions, so their prompts stay compact."""
+    player = player or ModelPolicy(model, name=name, mode=mode, temperature=spec.temperature, style=style)
     exact_of = {m.game: m for m in exact_metrics_of(games, spec)} if exact else {}
     out = Evaluation()
     for game in games:

@@ -196,7 +196,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
         metrics: dict = {}
         if dist.is_main:
             metrics = run_evaluation(model, cfg, eval_games, update, pool, rating_results, exact_history, run_dir,
-                                     sp.stages[stage_index].mode)
+                                     sp.stages[stage_index])
             logger.log(update, "eval", metrics)
             shown = {k: v for k, v in metrics.items() if k.endswith(("/win_rate", "optimal_rate", "exploitability"))
                      and "/seat" not in k}
@@ -234,7 +234,7 @@ def _selfplay(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_updat
             # -- 1. rollouts
             specs = plan_games(stage, local_games, sp.advantages.group_size, pool, opponent_rng, seed, update, rank)
             policies = build_policies(specs, model, pool, stage.mode, stage.temperature, stage.max_action_bytes,
-                                      settings.search, routing)
+                                      settings.search, routing, stage.prompt_style)
             policies = with_exact_values(policies, learner.rl, LEARNER)  # mmd values: exact (selfplay/action_values.py)
             with torch.no_grad():
                 episodes = play(specs, policies, gen)
@@ -363,20 +363,22 @@ def update_metrics(episodes, turns, reward, adv, keep, scores, world: int, devic
 
 
 def run_evaluation(model, cfg: RootConfig, games: list[str], update: int, pool: Pool, rating_results: list,
-                   exact_history: dict, run_dir: Path, stage_mode: str) -> dict:
-    """Matches vs bots by seat, optimal-move rate, exploitability and ratings (rank 0)."""
+                   exact_history: dict, run_dir: Path, stage) -> dict:
+    """Matches vs bots by seat, optimal-move rate, exploitability and ratings (rank 0); the current
+    stage's action mode (unless eval.mode) and prompt style."""
     ev = cfg.selfplay.eval
-    mode = ev.mode or stage_mode
+    mode, style = ev.mode or stage.mode, stage.prompt_style
     name = f"step_{update}"
     seed = derive_seed(cfg.run.seed, "eval")  # the same games at every evaluation: paired comparisons
     started = time.perf_counter()
-    evaluation = evaluate(model, games, ev, seed, mode, name=name, history=exact_history)
+    evaluation = evaluate(model, games, ev, seed, mode, name=name, history=exact_history, style=style)
     metrics, results = evaluation.metrics, evaluation.results
     if ev.ratings and results:
         rating_results.extend((g, a, b, s) for g, (a, b, s) in results)
-        player = ModelPolicy(model, name=name, mode=mode, temperature=ev.temperature)
+        player = ModelPolicy(model, name=name, mode=mode, temperature=ev.temperature, style=style)
         for game in dict.fromkeys(g for g, _ in results):
-            opponents = {s.name[len(POOL_PREFIX):]: ModelPolicy(s.model, name=s.name, mode=mode, temperature=ev.temperature)
+            opponents = {s.name[len(POOL_PREFIX):]: ModelPolicy(s.model, name=s.name, mode=mode, temperature=ev.temperature,
+                                                                style=style)
                          for s in pool.snapshots if s.update != update}
             if opponents and ev.pool_episodes:
                 res = match_results(player, game, opponents, ev.pool_episodes, seed, name=name)

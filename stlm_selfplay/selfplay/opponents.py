@@ -119,7 +119,7 @@ def plan_games(stage: StageConfig, n_games: int, group_size: int, pool: Pool, rn
 
 def build_policies(specs: list[EpisodeSpec], learner: torch.nn.Module, pool: Pool, mode: str,
                    temperature: float, max_action_bytes: int = 8, search: SearchConfig | None = None,
-                   routing: dict | None = None) -> dict:
+                   routing: dict | None = None, style: str = "compact") -> dict:
     """Every policy named in `specs`: the learner, the snapshots it meets, the scripted bots.
     With `search.simulations > 0` the learner moves by PUCT search (selfplay/search.py)."""
     snapshots = pool.by_name()
@@ -130,11 +130,11 @@ def build_policies(specs: list[EpisodeSpec], learner: torch.nn.Module, pool: Poo
                 continue
             if name == LEARNER and search is not None and search.simulations > 0:
                 policies[name] = SearchPolicy(learner, search, name=name, temperature=temperature,
-                                              routing=dict(routing or {}))
+                                              routing=dict(routing or {}))  # compact prompts (tree nodes, images)
             elif name == LEARNER or name.startswith(POOL_PREFIX):
                 model = learner if name == LEARNER else snapshots[name].model
                 policies[name] = ModelPolicy(model, name=name, mode=mode, temperature=temperature,
-                                             max_action_bytes=max_action_bytes)
+                                             max_action_bytes=max_action_bytes, style=style)
             else:
                 game, _, bot = name.partition("/")
                 policies[name] = BotPolicy(game, bot)

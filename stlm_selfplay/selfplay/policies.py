@@ -12,6 +12,11 @@ legal action scored from its KV cache; equal to `score` on each (prompt, action)
 
 Free text: the model writes bytes after the prompt until `]`, a newline or `max_action_bytes`;
 `logprob` is the sum of the per-byte log-probs under the temperature-scaled distribution.
+
+With `style="transcript"` (append-only prompts: the game so far, then the current line; games
+with private information keep compact prompts, `formats.style_for`) the policy keeps a `PromptCache`: each prompt continues the trunk caches of the game's previous
+prompt, so a move reads only the bytes added since (`model/prompt_cache.py`). A policy object
+serves one model with fixed weights (self-play builds new policies for every rollout).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from typing import Protocol, Sequence
 import torch
 
 from stlm_selfplay.envs import make_player
-from stlm_selfplay.envs.formats import format_action, format_prompt
+from stlm_selfplay.envs.formats import PROMPT_STYLES, format_action, format_prompt, style_for
+from stlm_selfplay.errors import UserError
 from stlm_selfplay.model import generate
 from stlm_selfplay.model.choices import score_choices
+from stlm_selfplay.model.prompt_cache import PromptCache
 
 
 @dataclass
@@ -90,12 +97,19 @@ class ModelPolicy:
     name: str = "learner"
     mode: str = "constrained"  # constrained | free
     temperature: float = 1.0  # <= 0: greedy
-    style: str = "compact"  # prompt style (envs.formats)
+    style: str = "compact"  # prompt style (envs.formats.PROMPT_STYLES)
     max_action_bytes: int = 8  # free mode: bytes written at most
     is_model: bool = True
+    prompt_cache: PromptCache | None = field(default=None, repr=False)  # transcript style: made here
+
+    def __post_init__(self):
+        if self.style not in PROMPT_STYLES:
+            raise UserError(f"unknown prompt style '{self.style}'; use one of {', '.join(PROMPT_STYLES)}")
+        if self.style == "transcript" and self.prompt_cache is None:
+            self.prompt_cache = PromptCache()
 
     def prompts(self, games: Sequence, players: Sequence[int]) -> list[bytes]:
-        return [format_prompt(g, p, style=self.style).encode() for g, p in zip(games, players)]
+        return [format_prompt(g, p, style=style_for(g, self.style)).encode() for g, p in zip(games, players)]
 
     def act(self, games, players, gen: RolloutRandom) -> list[Decision]:
         prompts = self.prompts(games, players)
@@ -107,7 +121,7 @@ class ModelPolicy:
 
     def _constrained(self, games, players, prompts, gen) -> list[Decision]:
         candidates = [[format_action(a).encode() for a in g.legal_actions(p)] for g, p in zip(games, players)]
-        scores = score_choices(self.model, prompts, candidates)
+        scores = score_choices(self.model, prompts, candidates, prompt_cache=self.prompt_cache)
         sums = torch.tensor([float(lp.sum()) for row in scores for lp in row], dtype=torch.float64)
         decisions, start = [], 0
         for cands in candidates:
@@ -125,7 +139,7 @@ class ModelPolicy:
         outs = generate(
             self.model, prompts, max_new_bytes=self.max_action_bytes, stop=[b"]", b"\n"],
             temperature=max(self.temperature, 0.0) if self.temperature > 0 else 1.0,
-            greedy=self.temperature <= 0, generator=gen.torch,
+            greedy=self.temperature <= 0, generator=gen.torch, prompt_cache=self.prompt_cache,
         )
         return [Decision(text=o.text, logprob=float(sum(o.logprobs)), byte_logprobs=list(o.logprobs),
                          legal=[format_action(a).encode() for a in g.legal_actions(p)])

@@ -8,7 +8,8 @@ import torch
 from _model_fixtures import small_config
 from stlm_selfplay.model import STLMForCausalLM, generate
 from stlm_selfplay.model.choices import score_choices
-from stlm_selfplay.model.decoding import DecodeState
+from stlm_selfplay.model.decoding import DecodeState, right_padded
+from stlm_selfplay.model.prefix_sharing import patch_keys
 from stlm_selfplay.model.prompt_cache import PromptCache
 from stlm_selfplay.model.tokenizer import encode_bytes
 
@@ -70,15 +71,16 @@ def test_a_wrong_entry_shows_in_the_logits():
     assert (got.logits - plain.logits).abs().max() > 1e-3
 
 
-def test_entries_are_taken_when_continued_and_bounded():
+def test_entries_serve_every_row_that_continues_them_and_the_least_recently_used_go_first():
     model = model_with()
     cache = PromptCache(max_entries=2)
     with torch.inference_mode():
         DecodeState(model, rows(FIRST), prompt_cache=cache)
         assert len(cache) == 2  # three rows stored, the oldest went
-        DecodeState(model, rows([FIRST[1] + b"[0]\n"]), prompt_cache=cache)
-    assert cache.hits == 1 and cache.misses == len(FIRST)  # the first call found nothing, the second its prompt
-    # the continued entry left; the new prompt's closed patches are stored in its place
+        assert cache._key(patch_keys(model.patch_layout(right_padded(rows(FIRST[:1]), "cpu")))[0], 8) not in cache.entries
+        # two rows continue the same stored prompt (games that opened alike): both hit
+        DecodeState(model, rows([FIRST[1] + b"[0]\n", FIRST[1] + b"[5]\n"]), prompt_cache=cache)
+    assert cache.hits == 2 and cache.misses == len(FIRST)  # the first call found nothing
     assert len(cache) == 2 and sum(cache.depths.values()) == 2
 
 
