@@ -67,7 +67,8 @@ class STLMConfig(PreTrainedConfig):
                                    "only (half the slots)")
     decoder_context_layers: int = option(0, "with decoder_context: only the first k decoder layers read the previous "
                                          "patch's slots; the layers above attend within the current patch (half "
-                                         "the slots each: a cheaper deep decoder); 0 = every layer")
+                                         "the slots each: a cheaper deep decoder; worse at 0.8M / 136 s than the full window, RESULTS.md); "
+                                         "0 = every layer")
     local_heads: int = option(4, "attention heads of local blocks; d_local % local_heads == 0")
     local_d_ff: int = option(0, "local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8")
     pooling: str = option("mean", "patch vector from its bytes: mean, or attention (learned query)",
