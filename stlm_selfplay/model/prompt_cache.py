@@ -36,7 +36,8 @@ class PromptCache:
 
     def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
-        self.entries: OrderedDict[bytes, tuple] = OrderedDict()  # key -> (depth, [(k, v, keep)], state)
+        self.entries: OrderedDict[bytes, tuple] = OrderedDict()  # key -> (depth, (k, v, keep), state), k and v
+        #                                                          [n_layers, H, depth, d], keep [n_layers, depth]
         self.depths: dict[int, int] = {}  # depth -> entries stored at that depth
         self.hits = self.misses = 0  # rows that continued a stored prompt / did not
         self.reused = 0  # patches whose trunk pass a hit saved
@@ -73,6 +74,12 @@ class PromptCache:
 
     def store(self, keys: torch.Tensor, closed: torch.Tensor, caches, state: torch.Tensor) -> None:
         """Keep each row's closed patches (`closed` [B]) from the pass's trunk caches and state."""
+        width = int(closed.max()) if closed.numel() else 0
+        if width < 1 or self.max_entries < 1:
+            return
+        k = torch.stack([cache.k[:, :, :width] for cache in caches], dim=1)  # [B, n_layers, H, width, d]
+        v = torch.stack([cache.v[:, :, :width] for cache in caches], dim=1)
+        keep = torch.stack([cache.keep[:, :width] for cache in caches], dim=1)
         for r, c in enumerate(closed.tolist()):
             if c < 1:
                 continue
@@ -80,8 +87,7 @@ class PromptCache:
             if key in self.entries:
                 self.entries.move_to_end(key)
                 continue
-            layers = [(cache.k[r, :, :c].clone(), cache.v[r, :, :c].clone(), cache.keep[r, :c].clone())
-                      for cache in caches]
+            layers = (k[r, :, :, :c].clone(), v[r, :, :, :c].clone(), keep[r, :, :c].clone())
             self.entries[key] = (c, layers, state[r, c - 1].clone())
             self.depths[c] = self.depths.get(c, 0) + 1
         while len(self.entries) > self.max_entries:
@@ -106,9 +112,11 @@ class PromptCache:
                 index = torch.tensor(rows, device=patches.device)
                 if depth == 0:
                     part_state, part = shared_trunk_pass(model, patches[index], keys[index], None, length)
-                else:
-                    part_state, part = self._continue(model, patches[index, depth:], [entries[r] for r in rows],
-                                                      depth, n, length)
+                else:  # the trunk up to the group's last next-byte patch (the rest of the grid is padding)
+                    upto = max(min(int(closed[rows].max()) + 1, n), depth)
+                    part_state, part = self._continue(model, patches[index, depth:upto], [entries[r] for r in rows],
+                                                      depth, upto, length)
+                    part_state = torch.nn.functional.pad(part_state, (0, 0, 0, n - upto))
                 state[index] = part_state
                 for cache, src in zip(caches, part):
                     cache.k[index], cache.v[index], cache.keep[index] = src.k, src.v, src.keep
@@ -121,10 +129,9 @@ class PromptCache:
         patches depth..n-1 -> (state [R, n, d_model] (zeros before depth - 1), caches)."""
         rows, device = patches.shape[0], patches.device
         caches = model.new_trunk_caches(rows, device, patches.dtype, length)
+        k, v, keep = (torch.stack([e[1][i] for e in entries], dim=1) for i in range(3))  # [n_layers, R, ...]
         for layer, cache in enumerate(caches):
-            cache.k[:, :, :depth] = torch.stack([e[1][layer][0] for e in entries])
-            cache.v[:, :, :depth] = torch.stack([e[1][layer][1] for e in entries])
-            cache.keep[:, :depth] = torch.stack([e[1][layer][2] for e in entries])
+            cache.k[:, :, :depth], cache.v[:, :, :depth], cache.keep[:, :depth] = k[layer], v[layer], keep[layer]
         state = torch.zeros(rows, n, patches.shape[-1], device=device, dtype=patches.dtype)
         state[:, depth - 1] = torch.stack([e[2] for e in entries])
         if depth < n:

@@ -62,9 +62,8 @@ def test_a_wrong_entry_shows_in_the_logits():
     cache = PromptCache()
     with torch.inference_mode():
         DecodeState(model, rows(FIRST[:1]), prompt_cache=cache)
-        (depth, layers, state), = cache.entries.values()
-        for k, v, _ in layers:
-            k.add_(0.5)
+        (depth, (k, v, keep), state), = cache.entries.values()
+        k.add_(0.5)
         got = DecodeState(model, rows(SECOND[:1]), prompt_cache=cache)
         plain = DecodeState(model, rows(SECOND[:1]))
     assert cache.hits == 1
