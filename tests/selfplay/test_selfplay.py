@@ -181,14 +181,15 @@ def test_free_mode_legal_mass_trains_on_the_rl_turns(tmp_path):
 
 
 def test_the_free_recipe_keeps_its_fix():
-    """configs/selfplay/tictactoe-free.yaml (bench_selfplay's ttt-free): free mode with legal_mass, the
-    retry rule in training games, an illegal-move penalty and a decaying lr (benchmarks/RESULTS.md)."""
+    """configs/selfplay/tictactoe-free.yaml (bench_selfplay's ttt-free): free mode with legal_mass and its
+    greedy-legality hinge, the retry rule in training games, an illegal-move penalty and a decaying lr
+    (benchmarks/RESULTS.md)."""
     from pathlib import Path
 
     sp = load_config(str(Path(__file__).resolve().parents[2] / "configs/selfplay/tictactoe-free.yaml")).selfplay
     check_selfplay(sp)
     assert [s.mode for s in sp.stages] == ["free"]
-    assert {"name": "legal_mass", "weight": 2.0} in sp.objectives
+    assert {"name": "legal_mass", "weight": 2.0, "greedy_weight": 1.0, "greedy_margin": 0.693} in sp.objectives
     assert sp.lr_schedule == "cosine" and sp.min_lr_ratio == 0.1
     assert sp.stages[0].game_options == {"tictactoe": {"illegal": "retry:1"}} and sp.advantages.illegal_penalty > 0
     assert sp.eval.mode == ""  # evaluated in free mode, under the game's default `lose` rule
