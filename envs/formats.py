@@ -80,7 +80,7 @@ def format_prompt(game, player: int | None = None, style: str = "compact") -> st
     if player is None:
         player = game.current_player
     if style == "transcript":
-        if game.raw_prompt is not None or not game.perfect_information:
+        if not allows_transcript(game):
             raise UserError(f"prompt style 'transcript' shows every earlier prompt, and {game.title or game.name} "
                             "has private information or its own text; use style compact")
         return game_so_far(game) + format_prompt(game, player, "compact")
@@ -106,11 +106,15 @@ def format_prompt(game, player: int | None = None, style: str = "compact") -> st
     raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
 
 
+def allows_transcript(game) -> bool:
+    """Whether `game` may be prompted with its transcript: no private information, no text of its own."""
+    return game.perfect_information and game.raw_prompt is None
+
+
 def style_for(game, style: str) -> str:
-    """`style`, or compact where `style` is transcript and the game does not allow it (private
-    information, or its own text): what a model policy prompts `game` with."""
-    allowed = game.perfect_information and game.raw_prompt is None
-    return "compact" if style == "transcript" and not allowed else style
+    """`style`, or compact where `style` is transcript and the game does not allow it: what a model
+    policy prompts `game` with."""
+    return "compact" if style == "transcript" and not allows_transcript(game) else style
 
 
 def game_so_far(game) -> str:

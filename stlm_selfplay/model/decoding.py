@@ -74,12 +74,13 @@ class DecodeState:
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         length = None if room is None else min(config.max_patches, max(layout.n_patches, int(m.max()) + room))
-        if ids.shape[1] and prompt_cache is not None and layers is None:  # earlier prompts' patches reused
-            state, self.trunk_caches = prompt_cache.trunk_pass(model, layout, patch_keys(layout), m, length)
-        elif ids.shape[1]:  # what rows share is computed once (`prefix_sharing.py`)
+        if ids.shape[1]:
             keys = patch_keys(layout)
-            state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys, layers,
-                                                         length)
+            if prompt_cache is not None and layers is None:  # earlier prompts' patches reused (`prompt_cache.py`)
+                state, self.trunk_caches = prompt_cache.trunk_pass(model, layout, keys, m, length)
+            else:  # what rows share is computed once (`prefix_sharing.py`)
+                state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys,
+                                                             layers, length)
         else:
             self.trunk_caches = model.new_trunk_caches(batch, device, dtype, length)
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)

@@ -46,8 +46,9 @@ class PromptCache:
         return len(self.entries)
 
     @staticmethod
-    def _key(keys: torch.Tensor, depth: int) -> bytes:
-        return keys[:depth].cpu().numpy().tobytes()
+    def _key(row, depth: int) -> bytes:
+        """The dict key of a row's first `depth` patch keys (`row`: a numpy array [N, K])."""
+        return row[:depth].tobytes()
 
     def _drop(self, key: bytes) -> None:
         entry = self.entries.pop(key)
@@ -58,7 +59,7 @@ class PromptCache:
         none; the entry or None). Found entries become the most recently used."""
         depths = sorted((d for d, n in self.depths.items() if n > 0), reverse=True)
         found, entries = [], []
-        for row, c in zip(keys, closed.tolist()):
+        for row, c in zip(keys.cpu().numpy(), closed.tolist()):
             hit = None
             for d in depths:
                 if d <= c and (key := self._key(row, d)) in self.entries:
@@ -80,10 +81,11 @@ class PromptCache:
         k = torch.stack([cache.k[:, :, :width] for cache in caches], dim=1)  # [B, n_layers, H, width, d]
         v = torch.stack([cache.v[:, :, :width] for cache in caches], dim=1)
         keep = torch.stack([cache.keep[:, :width] for cache in caches], dim=1)
+        rows = keys.cpu().numpy()
         for r, c in enumerate(closed.tolist()):
             if c < 1:
                 continue
-            key = self._key(keys[r], c)
+            key = self._key(rows[r], c)
             if key in self.entries:
                 self.entries.move_to_end(key)
                 continue
@@ -99,16 +101,13 @@ class PromptCache:
         found, entries = self.lookup(keys, closed)
         patches = encode_distinct(model, layout, keys)
         batch, n, _ = patches.shape
-        fresh = [r for r, d in enumerate(found) if d == 0]
-        if len(fresh) == batch:
+        if not any(found):
             state, caches = shared_trunk_pass(model, patches, keys, None, length)
         else:
             state = torch.zeros_like(patches)
             caches = model.new_trunk_caches(batch, patches.device, patches.dtype, length)
-            groups = [fresh] if fresh else []
-            groups += [[r for r, d in enumerate(found) if d == depth] for depth in sorted(set(found) - {0})]
-            for rows in groups:
-                depth = found[rows[0]]
+            for depth in sorted(set(found)):  # one trunk call per stored depth (0: the shared pass)
+                rows = [r for r, d in enumerate(found) if d == depth]
                 index = torch.tensor(rows, device=patches.device)
                 if depth == 0:
                     part_state, part = shared_trunk_pass(model, patches[index], keys[index], None, length)

@@ -76,7 +76,7 @@ def test_entries_serve_every_row_that_continues_them_and_the_least_recently_used
     with torch.inference_mode():
         DecodeState(model, rows(FIRST), prompt_cache=cache)
         assert len(cache) == 2  # three rows stored, the oldest went
-        assert cache._key(patch_keys(model.patch_layout(right_padded(rows(FIRST[:1]), "cpu")))[0], 8) not in cache.entries
+        assert cache._key(patch_keys(model.patch_layout(right_padded(rows(FIRST[:1]), "cpu")))[0].numpy(), 8) not in cache.entries
         # two rows continue the same stored prompt (games that opened alike): both hit
         DecodeState(model, rows([FIRST[1] + b"[0]\n", FIRST[1] + b"[5]\n"]), prompt_cache=cache)
     assert cache.hits == 2 and cache.misses == len(FIRST)  # the first call found nothing
