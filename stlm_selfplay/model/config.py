@@ -27,6 +27,7 @@ PATCHINGS = ("fixed", "dynamic", "entropy")
 POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
 MLPS = ("swiglu", "relu2")
+DECODER_ATTENTIONS = ("window", "stream")
 PRESET_DIR = configs_dir() / "model"  # bundled with the package (see stlm_selfplay/bundled.py)
 PRESETS = Registry("model preset")  # name -> YAML file: every configs/model/<name>.yaml
 for _path in sorted(PRESET_DIR.glob("*.yaml")):
@@ -69,6 +70,13 @@ class STLMConfig(PreTrainedConfig):
                                          "patch's slots; the layers above attend within the current patch (half "
                                          "the slots each: a cheaper deep decoder; worse at 0.8M / 136 s than the full window, RESULTS.md); "
                                          "0 = every layer")
+    decoder_attention: str = option("window", "window: each patch's decoder reads a window of [previous patch, current "
+                                    "patch] bytes anew (MEGABYTE); stream: the decoder runs once over the whole byte "
+                                    "sequence, causal, each byte adding its own patch's condition (SpaceByte, "
+                                    "hourglass): each byte once per layer, and it sees further back",
+                                    choices=DECODER_ATTENTIONS)
+    decoder_lookback: int = option(0, "stream: each byte's decoder attention reads at most this many positions, "
+                                   "itself included (a sliding window); 0 = the whole context")
     local_heads: int = option(4, "attention heads of local blocks; d_local % local_heads == 0")
     local_d_ff: int = option(0, "local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8")
     pooling: str = option("mean", "patch vector from its bytes: mean, or attention (learned query)",
@@ -182,6 +190,10 @@ class STLMConfig(PreTrainedConfig):
         need(isinstance(self.decoder_context_layers, int) and 0 <= self.decoder_context_layers
              <= self.n_local_decoder_layers, "decoder_context_layers",
              f"an integer in [0, n_local_decoder_layers={self.n_local_decoder_layers}] (0 = every layer)")
+        need(isinstance(self.decoder_lookback, int) and self.decoder_lookback >= 0, "decoder_lookback",
+             "an integer >= 0 (0 = the whole context)")
+        need(self.decoder_attention == "window" or self.decoder_context_layers == 0, "decoder_context_layers",
+             "0 with decoder_attention: stream (a stream decoder has no windows)")
         need(isinstance(self.value_head, bool), "value_head", "true | false")
         need(self.entropy_threshold >= 0, "entropy_threshold", "a float >= 0 (nats)")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
@@ -214,7 +226,7 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(STLMConfig)} - {f.name for f
 # What makes an STLM more than a plain byte GPT: patching and the local byte modules (`plain_twin`).
 POOLING_FIELDS = ("patching", "patch_size", "min_patch_size", "max_patch_size", "entropy_threshold", "d_local",
                   "n_local_encoder_layers", "n_local_decoder_layers", "decoder_context", "decoder_context_layers",
-                  "local_heads", "local_d_ff",
+                  "decoder_attention", "decoder_lookback", "local_heads", "local_d_ff",
                   "pooling", "ngram_max", "ngram_buckets")
 
 

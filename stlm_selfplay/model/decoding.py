@@ -50,7 +50,8 @@ def right_padded(rows: list[list[int]], device) -> torch.Tensor:
 class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
-    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "logits")
+    STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "dec_len",
+             "logits")
 
     def __init__(self, model, rows: list[list[int]], layers: range | None = None, room: int | None = None,
                  prompt_cache=None):
@@ -67,9 +68,13 @@ class DecodeState:
         device = model.device
         dtype = next(model.parameters()).dtype
         batch = len(rows)
-        self.dec_caches = model.new_decoder_caches(batch, device, dtype)
+        self.stream = config.decoder_attention == "stream"
         ids = right_padded(rows, device)
         lengths = torch.tensor([len(r) for r in rows], device=device)
+        # stream decoder: positions 0..L (BOS, then the bytes) are in the cache, the next input goes at L + 1
+        self.dec_len = lengths + 1
+        self.dec_caches = model.new_decoder_caches(
+            batch, device, dtype, None if room is None else min(config.max_seq_len, ids.shape[1] + room) + 1)
         layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
@@ -99,8 +104,22 @@ class DecodeState:
         self.last = torch.full_like(lengths, BOS_ID)
         if ids.shape[1]:
             self.last = torch.where(lengths > 0, ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], BOS_ID)
-        slot = ctx + self.patch_len
-        self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
+        if self.stream:
+            self.logits = self._prompt_stream(ids, lengths, layout, cond)
+        else:
+            slot = ctx + self.patch_len
+            self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
+
+    def _prompt_stream(self, ids, lengths, layout, cond) -> torch.Tensor:
+        """`decoder_attention: stream`: the shifted prompts x'[0..T] through the decoder at positions
+        0..T, each byte with its patch's condition (`modeling.stream_logits`), filling the cache;
+        the logits at each row's last position L. Positions past L hold pads, overwritten before
+        any query reads them (keys after a query are masked)."""
+        model = self.model
+        shifted = F.pad(ids, (1, 0), value=BOS_ID)
+        cond = cond.gather(1, layout.byte_patch.unsqueeze(-1).expand(-1, -1, cond.shape[-1]))
+        zeros = torch.zeros_like(lengths)
+        return self._decode(None, shifted, cond, zeros, shifted.shape[1], lengths)
 
     def _init_ngrams(self, ids, lengths, layout, m, in_patch) -> None:
         """ngram_tail [B, N-1]: each row's last N-1 ids (BEFORE where the row is shorter);
@@ -141,8 +160,8 @@ class DecodeState:
         model = self.model
         n = ids.shape[1]
         slots = start[:, None] + torch.arange(n, device=ids.device)
-        step = CacheStep(rows, start, length)
-        hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)
+        step = CacheStep(rows, start, length, model.decoder.lookback)
+        hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)  # cond [s, d] or [s, n, d]
         first = start + (n - hidden.shape[1])  # the slot of hidden[:, 0] (decoder_context_layers drop slots < C)
         idx = (read_slot - first).clamp(0, hidden.shape[1] - 1)
         picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
@@ -165,6 +184,7 @@ class DecodeState:
         else:
             done = ends_patch(tokens, self.patch_len, config.min_patch_size, config.max_patch_size)
         self.last = tokens
+        self.dec_len = self.dec_len + 1
         logits = torch.empty(tokens.shape[0], model.config.vocab_size, device=tokens.device)
         if bool(done.any()):
             rows = ar[done]
@@ -173,9 +193,10 @@ class DecodeState:
             rows = ar[~done]
             slot = self.ctx + self.patch_len[rows]
             self.window[rows, slot] = tokens[rows]
+            at = self.dec_len[rows] - 1 if self.stream else slot  # stream: the byte's position
             full = rows.shape[0] == tokens.shape[0]
-            logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], slot,
-                                        int(slot.max()) + 1, slot)
+            logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], at,
+                                        int(at.max()) + 1, at)
         self.logits = logits
         return logits
 
@@ -214,7 +235,11 @@ class DecodeState:
 
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
         """Run slots 0..C of the rows' fresh windows (previous patch, if any, + first byte) through
-        the decoder from an empty cache; return the logits of the new patch's first target."""
+        the decoder from an empty cache; return the logits of the new patch's first target.
+        Stream decoder: the rows' last input (`last`) again at its position, under the new condition."""
+        if self.stream:
+            at = self.dec_len[rows] - 1
+            return self._decode(sel, self.last[rows, None], self.cond[rows], at, int(at.max()) + 1, at)
         zeros, ctx = torch.zeros_like(rows), self.ctx
         return self._decode(sel, self.window[rows, : ctx + 1], self.cond[rows], zeros, ctx + 1, zeros + ctx)
 

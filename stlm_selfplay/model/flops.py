@@ -11,6 +11,7 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
       + (W / P_max) [6 M_dec' + 6 (n_dec - 1) d_local (W + 1)]  (decoder layers but the last: every window slot)
       + (W / P_max) 6 M_kv + 6 (M_last - M_kv) + 6 d_local (C + 1 + W)   (the last decoder layer)
+        (decoder_attention: stream: sum_l [6 M_l + 12 d_local k], k = mean keys per query, `decoder_flops`)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
       + 3 K d_local                                            (K hashed n-gram tables: one add each)
@@ -134,8 +135,14 @@ def trunk_flops(config: STLMConfig, trunk: nn.Module, positions: float) -> float
 def decoder_flops(config: STLMConfig, decoder: nn.Module) -> float:
     """Training FLOPs per byte of the local decoder's layers (module docstring: every layer but the
     last at all W / P_max window slots per byte, the last one's queries at the current patch only;
-    a layer above `decoder_context_layers` has a window of P_max slots and no context)."""
+    a layer above `decoder_context_layers` has a window of P_max slots and no context). A stream
+    decoder runs each layer once per byte: 6 M + 12 d_local k per layer, k the mean keys a query
+    reads, mean_{u=1..T} min(u + 1, lookback or T + 1) (T = max_seq_len: queries at positions 1..T)."""
     total, pm, dl = 0.0, config.max_patch, config.d_local
+    if config.decoder_attention == "stream":
+        t, w = config.max_seq_len, config.decoder_lookback or config.max_seq_len + 1
+        keys = sum(min(u + 1, w) for u in range(1, t + 1)) / t
+        return sum(6 * _matmul_weights(layer) + 12 * dl * keys for layer in decoder.layers)
     for i, layer in enumerate(decoder.layers):
         ctx = config.dec_context if i < config.dec_context_layers else 0
         w = ctx + pm

@@ -62,15 +62,20 @@ class CacheStep:
     rows: torch.Tensor | None
     start: torch.Tensor
     length: int
+    lookback: int = 0  # > 0: a query also sees no key lookback or more positions back (sliding window)
     _built: tuple | None = None
 
     def positions(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row index [s, 1], write positions [s, n], mask [s, 1, n, length]: key <= query)."""
+        """(row index [s, 1], write positions [s, n], mask [s, 1, n, length]: key <= query, and
+        key > query - lookback when lookback > 0)."""
         if self._built is None or self._built[1].shape[1] != n:
             device = self.start.device
             pos = self.start[:, None] + torch.arange(n, device=device)
             rows = torch.arange(pos.shape[0], device=device) if self.rows is None else self.rows
-            mask = torch.arange(self.length, device=device)[None, None, :] <= pos[:, :, None]
+            key = torch.arange(self.length, device=device)[None, None, :]
+            mask = key <= pos[:, :, None]
+            if self.lookback:
+                mask = mask & (key > pos[:, :, None] - self.lookback)
             self._built = (rows[:, None], pos, mask[:, None])
         return self._built
 
@@ -157,7 +162,9 @@ class Attention(nn.Module):
         if cache is None:
             p = self.dropout if self.training else 0.0
             mask = attn_mask
-            if keep is not None or s:
+            if s and attn_mask is not None:
+                mask = attn_mask[..., s:, :]
+            elif keep is not None or s:
                 pos = torch.arange(length, device=x.device)
                 mask = (routed_mask((pos[None, :] <= pos[:, None])[None, None], keep, pos[None]) if keep is not None
                         else pos[None, :] <= pos[s:, None])  # key <= query

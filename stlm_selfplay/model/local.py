@@ -76,7 +76,9 @@ class LocalDecoder(nn.Module):
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.max_len = config.dec_window  # window slots
+        self.stream = config.decoder_attention == "stream"
+        self.max_len = config.max_seq_len + 1 if self.stream else config.dec_window  # positions (stream) or window slots
+        self.lookback = config.decoder_lookback if self.stream else 0
         self.ctx, self.context_layers = config.dec_context, config.dec_context_layers
 
     def forward(self, emb, cond, slots, caches=None, step=None, outputs_from: int = 0):
@@ -88,13 +90,17 @@ class LocalDecoder(nn.Module):
         without caches s must be >= C; with caches the input's slots < C are left out of it."""
         if not self.layers:
             return cond.unsqueeze(1).expand(-1, emb.shape[1] - outputs_from, -1)
-        h = emb + cond.unsqueeze(1)
+        h = emb + (cond if cond.dim() == 3 else cond.unsqueeze(1))
         cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
+        mask = None
+        if self.lookback and caches is None:  # sliding window: query - lookback < key <= query
+            pos = slots[0]
+            mask = ((pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.lookback))[None, None]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if i == self.context_layers:  # the layers above see the current patch only
                 h, cos, sin, step, outputs_from = self._current_patch(h, cos, sin, step, outputs_from)
-            h = layer(h, cos, sin, None if caches is None else caches[i], step,
+            h = layer(h, cos, sin, None if caches is None else caches[i], step, attn_mask=mask,
                       queries_from=outputs_from if i == last else 0)
         return self.norm(h)
 

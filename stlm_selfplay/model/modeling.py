@@ -276,6 +276,8 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         `needed` [B, T] bool: only the decoder windows holding these positions' logits run
         (`patching.needed_windows`); logits elsewhere are those of a zero hidden state."""
         batch, n_dec, width = layout.dec_ids.shape
+        if self.config.decoder_attention == "stream":
+            return self.stream_logits(trunk_state, layout, logits_to_keep, include_first, delay)
         cond, dec_ids = self.conditions(trunk_state, n_dec, delay), layout.dec_ids
         windows = None if needed is None else needed_windows(layout, needed)
         if windows is not None:
@@ -299,6 +301,24 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if logits_to_keep and layout.offsets is not None:
             logits = logits[:, -logits_to_keep:]
         return logits
+
+    def stream_logits(self, trunk_state: torch.Tensor, layout: PatchLayout, logits_to_keep: int = 0,
+                      include_first: bool = False, delay: int = 0) -> torch.Tensor:
+        """`decoder_attention: stream`: the decoder runs once over the shifted bytes x'[0..T],
+
+            h_u = dec(E[x'[..u]] + c_{pid(u)})    (causal over positions, RoPE position u),
+
+        and the logit predicting x[u] is read at u (c_m from patches < m only: exact)."""
+        batch, length = layout.aligned_ids.shape
+        pid = layout.byte_patch  # [B, T+1]
+        cond = self.conditions(trunk_state, int(pid.max()) + 1, delay)
+        cond = cond.gather(1, pid.unsqueeze(-1).expand(-1, -1, cond.shape[-1]))
+        shifted = F.pad(layout.aligned_ids, (1, 0), value=BOS_ID)
+        first = 0 if include_first else 1
+        positions = torch.arange(length + 1, device=shifted.device)[None]
+        hidden = self.decoder(self.embed_bytes(shifted), cond, positions, outputs_from=first)
+        logits = unalign(self.head(hidden), layout.offsets)
+        return logits[:, -logits_to_keep:] if logits_to_keep else logits
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -384,7 +404,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ incremental decoding
     def new_caches(self, batch: int, device, dtype) -> tuple[list[LayerCache], list[LayerCache]]:
-        """Empty KV caches: trunk (one slot per patch) and local decoder (one per window slot)."""
+        """Empty KV caches: trunk (one slot per patch) and local decoder (`new_decoder_caches`)."""
         return self.new_trunk_caches(batch, device, dtype), self.new_decoder_caches(batch, device, dtype)
 
     def new_trunk_caches(self, batch: int, device, dtype, length: int | None = None) -> list[LayerCache]:
@@ -393,7 +413,10 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         return [LayerCache(batch, c.n_kv_heads, length or c.max_patches, c.d_model // c.n_heads, device, dtype)
                 for _ in range(c.n_layers)]
 
-    def new_decoder_caches(self, batch: int, device, dtype) -> list[LayerCache]:
+    def new_decoder_caches(self, batch: int, device, dtype, length: int | None = None) -> list[LayerCache]:
+        """Empty local decoder caches: one slot per window slot, or with `decoder_attention: stream` one per
+        byte position, `length` of them (default: max_seq_len + 1, the BOS and every byte)."""
         c = self.config
-        return [LayerCache(batch, c.local_heads, c.dec_window, c.d_local // c.local_heads, device, dtype)
+        slots = (length or c.max_seq_len + 1) if c.decoder_attention == "stream" else c.dec_window
+        return [LayerCache(batch, c.local_heads, slots, c.d_local // c.local_heads, device, dtype)
                 for _ in range(c.n_local_decoder_layers)]

@@ -8,7 +8,8 @@ are those of every prompt it begins. `PromptCache` keeps them between calls:
 
     store:   after a prompt pass, for each row with c closed patches (c >= 1):
              key = the patch keys of patches 0..c-1 (bytes, slot validity, n-gram buckets)
-             value = each trunk layer's k, v, keep at positions 0..c-1 and the state of patch c-1
+             value = each trunk layer's k, v, keep at positions 0..c-1 and the states of patches 0..c-1
+             (a stream decoder, `decoder_attention: stream`, reads every patch's condition)
     lookup:  a new row takes the deepest stored depth c at which its own first c patch keys match,
              and the pass runs the trunk over patches c.. only, on top of those caches
 
@@ -18,7 +19,7 @@ by depth (one trunk call per depth). The result equals the plain pass to float r
 one after every parameter update (the self-play policies are rebuilt per rollout). Entries stay
 when prompts continue from them (the games of a rollout open with the same prompt, so one entry
 serves them all); at most `max_entries` are kept, the least recently used go first. An entry holds
-n_layers x 2 x n_kv_heads x c x head_dim floats for c patches.
+(n_layers x 2 x n_kv_heads x head_dim + d_model) x c floats for c patches.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class PromptCache:
 
     def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
-        self.entries: OrderedDict[bytes, tuple] = OrderedDict()  # key -> (depth, (k, v, keep), state), k and v
-        #                                                          [n_layers, H, depth, d], keep [n_layers, depth]
+        # key -> (depth, (k, v, keep), states): k, v [n_layers, H, depth, d], keep [n_layers, depth],
+        # states [depth, d_model]
+        self.entries: OrderedDict[bytes, tuple] = OrderedDict()
         self.depths: dict[int, int] = {}  # depth -> entries stored at that depth
         self.hits = self.misses = 0  # rows that continued a stored prompt / did not
         self.reused = 0  # patches whose trunk pass a hit saved
@@ -90,7 +92,7 @@ class PromptCache:
                 self.entries.move_to_end(key)
                 continue
             layers = (k[r, :, :, :c].clone(), v[r, :, :, :c].clone(), keep[r, :, :c].clone())
-            self.entries[key] = (c, layers, state[r, c - 1].clone())
+            self.entries[key] = (c, layers, state[r, :c].clone())
             self.depths[c] = self.depths.get(c, 0) + 1
         while len(self.entries) > self.max_entries:
             self._drop(next(iter(self.entries)))
@@ -124,15 +126,15 @@ class PromptCache:
 
     @staticmethod
     def _continue(model, patches: torch.Tensor, entries: list, depth: int, n: int, length: int | None):
-        """Rows sharing `depth` stored patches: their caches filled from the entries, the trunk over
-        patches depth..n-1 -> (state [R, n, d_model] (zeros before depth - 1), caches)."""
+        """Rows sharing `depth` stored patches: their caches and states filled from the entries, the
+        trunk over patches depth..n-1 -> (state [R, n, d_model], caches)."""
         rows, device = patches.shape[0], patches.device
         caches = model.new_trunk_caches(rows, device, patches.dtype, length)
         k, v, keep = (torch.stack([e[1][i] for e in entries], dim=1) for i in range(3))  # [n_layers, R, ...]
         for layer, cache in enumerate(caches):
             cache.k[:, :, :depth], cache.v[:, :, :depth], cache.keep[:, :depth] = k[layer], v[layer], keep[layer]
         state = torch.zeros(rows, n, patches.shape[-1], device=device, dtype=patches.dtype)
-        state[:, depth - 1] = torch.stack([e[2] for e in entries])
+        state[:, :depth] = torch.stack([e[2] for e in entries])
         if depth < n:
             step = CacheStep(None, torch.full((rows,), depth, dtype=torch.long, device=device), n)
             out, _ = model.trunk(patches, torch.arange(depth, n, device=device)[None], caches, step)

@@ -10,7 +10,8 @@ The draft model is the trunk's first E+1 layers followed by the shared head (wha
    full model's: the lower layers are shared).
 3. Verify. Layers E+1..L-1 run once over the round's closed patches (continuing from their
    layer-E outputs, writing their caches), giving the exact conditions c_m; one decoder pass
-   over the drafted windows with c_m gives the full model's logits at every drafted byte.
+   over the drafted windows with c_m gives the full model's logits at every drafted byte (a stream
+   decoder, `decoder_attention: stream`: one cached pass over the drafted bytes' positions).
 4. Accept the longest prefix where the drafted byte is the full model's argmax, plus the full
    model's byte at the first mismatch. On a mismatch the decoding state rolls back to the start
    of that patch (trunk cache entries past it are masked and later overwritten) and replays the
@@ -111,11 +112,27 @@ def _verify(model, state: DecodeState, closes: list[_Close], segments: list[_Seg
     if not segments:
         return conds, []
     ctx = state.ctx
+    if state.stream:
+        return conds, _verify_stream(model, state, closes[0], segments, conds)
     windows = torch.stack([s.window for s in segments])
     slots = torch.arange(windows.shape[1], device=windows.device)[None]
     hidden = model.decoder(model.embed_bytes(windows), conds[: len(segments)], slots, outputs_from=ctx)
     logits = model.head(hidden).float()  # window slots ctx..: the current patch's
     return conds, [logits[i, : len(s.targets)] for i, s in enumerate(segments)]
+
+
+def _verify_stream(model, state: DecodeState, first: _Close, segments: list[_Segment], conds: torch.Tensor):
+    """`decoder_attention: stream`: the drafted patches' inputs (each segment's x', contiguous
+    positions from the first close's byte on) run once through the decoder under their exact
+    conditions, overwriting the drafted cache entries; the full model's logits at every target."""
+    sizes = [len(s.targets) for s in segments]
+    ids = torch.cat([s.window[state.ctx: state.ctx + n] for s, n in zip(segments, sizes)])[None]
+    cond = torch.cat([conds[i].expand(n, -1) for i, n in enumerate(sizes)])[None]
+    start = first.snap["dec_len"][:1] - 1
+    positions = start[:, None] + torch.arange(ids.shape[1], device=ids.device)
+    step = CacheStep(None, start, int(start) + ids.shape[1], model.decoder.lookback)
+    hidden = model.decoder(model.embed_bytes(ids), cond, positions, state.dec_caches, step)
+    return list(model.head(hidden[0]).float().split(sizes))
 
 
 def _one(model, ids: list[int], max_new: int, stops: list[bytes], exit_layer: int, draft_patches: int,

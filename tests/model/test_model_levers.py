@@ -9,6 +9,7 @@ import torch
 from _model_fixtures import assert_cached_sampler_matches, small_config, text_bytes, train_steps
 
 from stlm_selfplay.model import STLMForCausalLM, flops_per_byte, generate
+from stlm_selfplay.model.layers import CacheStep, rope_angles
 from stlm_selfplay.model.ngrams import BEFORE, HASH_BASE, HASH_MOD, row_ngram_buckets
 from stlm_selfplay.model.patching import make_layout
 from stlm_selfplay.model.sampling import next_byte_logits
@@ -62,6 +63,9 @@ def _trained(**overrides) -> STLMForCausalLM:
     dict(decoder_context=False, patching="dynamic"),
     dict(n_local_decoder_layers=3, decoder_context_layers=1),
     dict(n_local_decoder_layers=2, decoder_context_layers=1, patching="dynamic", ngram_max=4),
+    dict(decoder_attention="stream", n_local_decoder_layers=2),
+    dict(decoder_attention="stream", decoder_lookback=6, patching="dynamic", ngram_max=4),
+    dict(decoder_attention="stream", n_local_encoder_layers=0, decoder_lookback=3, patch_size=3),
 ])
 def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
@@ -148,6 +152,8 @@ def test_flops_per_byte_counts_each_option_by_hand():
     (dict(mlp="gelu"), "mlp"), (dict(ngram_max=2), "ngram_max"), (dict(logit_softcap=-1.0), "logit_softcap"),
     (dict(logit_scale=0.0), "logit_scale"),
     (dict(mlp="relu2", share_ffn=True), "mlp"),
+    (dict(decoder_attention="bytes"), "decoder_attention"), (dict(decoder_lookback=-1), "decoder_lookback"),
+    (dict(decoder_attention="stream", n_local_decoder_layers=2, decoder_context_layers=1), "decoder_context_layers"),
 ])
 def test_bad_option_values_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -155,7 +161,9 @@ def test_bad_option_values_name_the_field(bad, match):
 
 
 @pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic"),
-                                       dict(n_local_decoder_layers=2, decoder_context_layers=1)])
+                                       dict(n_local_decoder_layers=2, decoder_context_layers=1),
+                                       dict(decoder_attention="stream", n_local_decoder_layers=2),
+                                       dict(decoder_attention="stream", decoder_lookback=5, patching="dynamic")])
 def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides):
     from stlm_selfplay.model.speculative import speculative_generate
 
@@ -233,3 +241,85 @@ def test_decoder_context_layers_keep_the_previous_patch_from_the_layers_above():
 def test_decoder_context_layers_out_of_range_name_the_field(bad):
     with pytest.raises(ValueError, match="decoder_context_layers"):
         small_config(n_local_decoder_layers=2, decoder_context_layers=bad)
+
+
+def _perturbed(**overrides) -> STLMForCausalLM:
+    torch.manual_seed(0)
+    model = STLMForCausalLM(small_config(**overrides)).eval()
+    for p in model.parameters():  # away from init, so every term matters
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_stream_decoder_reads_each_byte_once_under_its_own_patch_condition():
+    """decoder_attention: stream, P = 4: h_u = dec(E[x'[..u]] + c_{u // 4}) over x' = [BOS] + x at
+    positions 0..T, and logit t (predicting x[t+1]) = head(h_{t+1}); c_0 = W_c start,
+    c_m = W_c norm(s_{m-1}) (hand wiring of the pieces; left padding changes nothing)."""
+    model = _perturbed(decoder_attention="stream", n_local_decoder_layers=2)
+    ids = torch.tensor([list(b"First Citizen:\nBefore we proceed")])
+    t = ids.shape[1]
+    with torch.no_grad():
+        layout = model.patch_layout(ids)
+        state, _ = model.trunk(model.encode_layout(layout), torch.arange(layout.n_patches)[None])
+        conds = model.decoder.cond_proj(torch.cat([model.decoder.start[None, None], model.trunk.norm(state)], 1))
+        u = torch.arange(t + 1)
+        x_shift = torch.cat([torch.tensor([[257]]), ids], dim=1)
+        h = model.embed_bytes(x_shift) + conds[:, u // 4]
+        cos, sin = rope_angles(u[None], 16, model.config.rope_theta)
+        for layer in model.decoder.layers:
+            h = layer(h, cos, sin)
+        expected = model.head(model.decoder.norm(h))[:, 1:]
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=1e-5)
+        padded = torch.cat([torch.full((1, 3), 256), ids], dim=1)
+        mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1)
+        torch.testing.assert_close(model(padded, attention_mask=mask).logits[:, 3:], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_stream_decoder_is_causal_and_its_first_patch_does_not_read_the_trunk():
+    model = _perturbed(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic")
+    ids = torch.tensor([list(b"to be, or not to be: that is the question")])
+    changed = ids.clone()
+    changed[0, 20:] = torch.tensor(list(b"Z" * (ids.shape[1] - 20)))
+    with torch.no_grad():
+        base = model(ids).logits
+        torch.testing.assert_close(model(changed).logits[:, :20], base[:, :20], atol=0, rtol=0)
+        assert not torch.allclose(model(changed).logits[:, 20:], base[:, 20:])
+        for p in model.trunk.parameters():
+            p.add_(1.0)
+        moved = model(ids).logits
+    first = int((model.patch_layout(ids).byte_patch[0] == 0).sum())  # x[0..first-1]: patch 0, condition c_0
+    torch.testing.assert_close(moved[:, : first - 1], base[:, : first - 1], atol=0, rtol=0)
+    assert not torch.allclose(moved[:, first - 1:], base[:, first - 1:])
+
+
+def test_decoder_lookback_masks_keys_lookback_or_more_positions_back():
+    """CacheStep's mask: query q sees keys k with q - lookback < k <= q (hand example), and the
+    training decoder with lookback 2 and one layer ignores inputs 2 or more positions back."""
+    mask = CacheStep(None, torch.tensor([5]), 8, lookback=3).positions(2)[2][0, 0]
+    assert mask.int().tolist() == [[0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 1, 0]]
+    model = _perturbed(decoder_attention="stream", decoder_lookback=2)
+    emb, cond = torch.randn(1, 12, 32), torch.randn(1, 12, 32)
+    moved = emb.clone()
+    moved[0, 5] += 3.0
+    with torch.no_grad():
+        a = model.decoder(emb, cond, torch.arange(12)[None])
+        b = model.decoder(moved, cond, torch.arange(12)[None])
+    torch.testing.assert_close(a[0, 7:], b[0, 7:], atol=0, rtol=0)  # 5 is 2+ back from 7..11
+    assert not torch.allclose(a[0, 5:7], b[0, 5:7])
+
+
+def test_flops_per_byte_counts_the_stream_decoder_by_hand():
+    """Each decoder layer once per byte: 6 M + 12 d_local k, k = mean_{u=1..T} min(u + 1, lookback
+    or T + 1) keys per query, T = max_seq_len = 256 (the window decoder's terms replaced)."""
+    window = small_config()
+    f_local = window.local_ff
+    m_kv = 32 * 32 * 2
+    m_dec = 32 * 32 * 2 + m_kv + 3 * 32 * f_local
+    window_terms = 2 * 6 * m_kv + 6 * (m_dec - m_kv) + 6 * 32 * (4 + 1 + 8)
+    keys = (2 + 257) / 2  # mean of u + 1 over u = 1..256
+    stream = 6 * m_dec + 12 * 32 * keys
+    assert flops_per_byte(small_config(decoder_attention="stream")) == pytest.approx(
+        flops_per_byte(window) - window_terms + stream)
+    keys_16 = (sum(range(2, 17)) + 16 * (256 - 15)) / 256  # min(u + 1, 16)
+    assert flops_per_byte(small_config(decoder_attention="stream", decoder_lookback=16)) == pytest.approx(
+        flops_per_byte(window) - window_terms + 6 * m_dec + 12 * 32 * keys_16)

@@ -23,6 +23,7 @@ SECOND = [FIRST[0] + b"ttt o ...|.x.|... ?01235678>", FIRST[1] + b"[0]\nttt x o.
 OPTIONS = [dict(), dict(patch_size=3), dict(patching="dynamic"), dict(patching="entropy"),
            dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
            dict(n_local_decoder_layers=3, decoder_context_layers=1),
+           dict(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic"),
            dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=64)]
 
 
