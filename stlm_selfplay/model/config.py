@@ -28,6 +28,7 @@ POOLINGS = ("mean", "attention")
 MOD_ROUTINGS = ("topk", "causal")
 MLPS = ("swiglu", "relu2")
 DECODER_ATTENTIONS = ("window", "stream")
+ENCODER_ATTENTIONS = ("patch", "stream")
 PRESET_DIR = configs_dir() / "model"  # bundled with the package (see stlm_selfplay/bundled.py)
 PRESETS = Registry("model preset")  # name -> YAML file: every configs/model/<name>.yaml
 for _path in sorted(PRESET_DIR.glob("*.yaml")):
@@ -63,6 +64,11 @@ class STLMConfig(PreTrainedConfig):
     # --- local byte modules (run once per byte) ---
     d_local: int = option(128, "width of byte embedding, local encoder and decoder (== d_model for a plain GPT)")
     n_local_encoder_layers: int = option(1, "causal transformer blocks inside each patch before pooling")
+    encoder_attention: str = option("patch", "patch: the local encoder reads each patch's bytes alone; stream: its "
+                                    "layers run once over the whole byte sequence, causal, a patch pools their "
+                                    "states at its bytes, and the decoder reads those states instead of the byte "
+                                    "embeddings (hourglass, SpaceByte: byte layers shared by both sides; needs "
+                                    "decoder_attention: stream)", choices=ENCODER_ATTENTIONS)
     n_local_decoder_layers: int = option(1, "causal blocks over [previous patch, current patch] bytes")
     decoder_context: bool = option(True, "decoder windows start with the previous patch's bytes; false: current patch "
                                    "only (half the slots)")
@@ -194,6 +200,10 @@ class STLMConfig(PreTrainedConfig):
              "an integer >= 0 (0 = the whole context)")
         need(self.decoder_attention == "window" or self.decoder_context_layers == 0, "decoder_context_layers",
              "0 with decoder_attention: stream (a stream decoder has no windows)")
+        need(self.encoder_attention == "patch" or self.decoder_attention == "stream", "encoder_attention",
+             "patch unless decoder_attention is stream (the decoder reads the encoder's byte states)")
+        need(self.encoder_attention == "patch" or self.ngram_max == 0, "encoder_attention",
+             "patch with hashed n-grams (ngram_max > 0)")
         need(isinstance(self.value_head, bool), "value_head", "true | false")
         need(self.entropy_threshold >= 0, "entropy_threshold", "a float >= 0 (nats)")
         need(self.logit_softcap >= 0, "logit_softcap", "a float >= 0 (0 = off)")
@@ -226,7 +236,7 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(STLMConfig)} - {f.name for f
 # What makes an STLM more than a plain byte GPT: patching and the local byte modules (`plain_twin`).
 POOLING_FIELDS = ("patching", "patch_size", "min_patch_size", "max_patch_size", "entropy_threshold", "d_local",
                   "n_local_encoder_layers", "n_local_decoder_layers", "decoder_context", "decoder_context_layers",
-                  "decoder_attention", "decoder_lookback", "local_heads", "local_d_ff",
+                  "decoder_attention", "decoder_lookback", "encoder_attention", "local_heads", "local_d_ff",
                   "pooling", "ngram_max", "ngram_buckets")
 
 

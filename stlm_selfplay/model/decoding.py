@@ -11,6 +11,13 @@ next-byte distribution of every row; `state.step(bytes)` appends one byte per ro
   [previous patch (C = Pm slots, or none without decoder_context), new byte] run through the
   decoder from slot 0 (C + 1 slots).
 
+A stream decoder (`decoder_attention: stream`) keeps a cache over byte positions instead of a
+window: the prompt x'[0..L] runs through it once, each new byte is one decoder step at its position
+(after the trunk step when it closes a patch), and `reopen` re-runs the last position under the
+new condition. A stream encoder (`encoder_attention: stream`) likewise keeps a cache over positions;
+each new byte runs through it first, its state is the decoder's input and is kept in `state_buf`
+until its patch closes and is pooled.
+
 The prompt pass encodes each distinct patch once and runs prefixes that rows share through the
 trunk once (`prefix_sharing.py`); with a `PromptCache`, rows that extend an earlier call's prompt
 start from its trunk caches (`prompt_cache.py`). The logits equal those of a full forward pass over the same
@@ -51,7 +58,7 @@ class DecodeState:
     """KV-cached next-byte logits for a batch of ragged byte sequences (see module docstring)."""
 
     STATE = ("cond", "window", "n_done", "patch_len", "patch_buf", "ngram_tail", "ngram_buf", "last", "dec_len",
-             "logits")
+             "state_buf", "byte_state", "logits")
 
     def __init__(self, model, rows: list[list[int]], layers: range | None = None, room: int | None = None,
                  prompt_cache=None):
@@ -69,23 +76,32 @@ class DecodeState:
         dtype = next(model.parameters()).dtype
         batch = len(rows)
         self.stream = config.decoder_attention == "stream"
+        self.enc_stream = config.encoder_attention == "stream"
         ids = right_padded(rows, device)
         lengths = torch.tensor([len(r) for r in rows], device=device)
-        # stream decoder: positions 0..L (BOS, then the bytes) are in the cache, the next input goes at L + 1
+        # stream decoder/encoder: positions 0..L (BOS, then the bytes) are in the caches, the next input goes at L + 1
         self.dec_len = lengths + 1
-        self.dec_caches = model.new_decoder_caches(
-            batch, device, dtype, None if room is None else min(config.max_seq_len, ids.shape[1] + room) + 1)
+        positions = None if room is None else min(config.max_seq_len, ids.shape[1] + room) + 1
+        self.dec_caches = model.new_decoder_caches(batch, device, dtype, positions)
+        self.enc_caches = model.new_encoder_caches(batch, device, dtype, positions) if self.enc_stream else []
         layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
         length = None if room is None else min(config.max_patches, max(layout.n_patches, int(m.max()) + room))
+        patches = states = None
+        if self.enc_stream:  # the encoder over x'[0..T] (every row, filling its caches), pooled per patch
+            shifted = F.pad(ids, (1, 0), value=BOS_ID)
+            step = CacheStep(None, torch.zeros_like(lengths), shifted.shape[1])
+            positions = torch.arange(shifted.shape[1], device=device)[None]
+            states = model.encoder.stream(model.embed_bytes(shifted), positions, self.enc_caches, step)
+            patches = model.pool_stream(layout, states)
         if ids.shape[1]:
-            keys = patch_keys(layout)
+            keys = patch_keys(layout)  # a stream encoder's patches are equal where the rows' whole prefixes are
             if prompt_cache is not None and layers is None:  # earlier prompts' patches reused (`prompt_cache.py`)
-                state, self.trunk_caches = prompt_cache.trunk_pass(model, layout, keys, m, length)
+                state, self.trunk_caches = prompt_cache.trunk_pass(model, layout, keys, m, length, patches)
             else:  # what rows share is computed once (`prefix_sharing.py`)
-                state, self.trunk_caches = shared_trunk_pass(model, encode_distinct(model, layout, keys), keys,
-                                                             layers, length)
+                patches = encode_distinct(model, layout, keys) if patches is None else patches
+                state, self.trunk_caches = shared_trunk_pass(model, patches, keys, layers, length)
         else:
             self.trunk_caches = model.new_trunk_caches(batch, device, dtype, length)
             state = torch.zeros(batch, 0, config.d_model, device=device, dtype=dtype)
@@ -100,26 +116,46 @@ class DecodeState:
         in_patch = torch.arange(pm, device=device)[None] < self.patch_len[:, None]
         self.patch_buf = torch.where(in_patch, enc_ids[ar, m], PAD_ID)
         self._init_ngrams(ids, lengths, layout, m, in_patch)
+        self._init_states(states, lengths, layout, m, in_patch)
         # the last id of each row (BOS when empty): entropy patching's context for the next byte
         self.last = torch.full_like(lengths, BOS_ID)
         if ids.shape[1]:
             self.last = torch.where(lengths > 0, ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0], BOS_ID)
         if self.stream:
-            self.logits = self._prompt_stream(ids, lengths, layout, cond)
+            self.logits = self._prompt_stream(ids, lengths, layout, cond, states)
         else:
             slot = ctx + self.patch_len
-            self.logits = self._decode(None, self.window, self.cond, torch.zeros_like(slot), ctx + pm, slot)
+            emb = model.embed_bytes(self.window)
+            self.logits = self._decode(None, emb, self.cond, torch.zeros_like(slot), ctx + pm, slot)
 
-    def _prompt_stream(self, ids, lengths, layout, cond) -> torch.Tensor:
+    def _init_states(self, states, lengths, layout, m, in_patch) -> None:
+        """Stream encoder: state_buf [B, Pm, d_local], the encoder states of the current patch's bytes
+        (zeros in empty slots), and byte_state [B, d_local], that of each row's last input x'[L]."""
+        ar = torch.arange(lengths.shape[0], device=lengths.device)
+        if not self.enc_stream:  # empty: nothing to keep
+            self.state_buf, self.byte_state = torch.zeros(len(ar), self.pm, 0), torch.zeros(len(ar), 0)
+            return
+        grid = self.model.stream_grid(layout, states)  # [B, N_enc, Pm, d_local]
+        grid = F.pad(grid, (0, 0, 0, 0, 0, max(0, int(m.max()) + 1 - grid.shape[1])))  # a next patch beyond the grid
+        self.state_buf = torch.where(in_patch[..., None], grid[ar, m], 0.0)
+        self.byte_state = states[ar, lengths]
+
+    def _prompt_stream(self, ids, lengths, layout, cond, states) -> torch.Tensor:
         """`decoder_attention: stream`: the shifted prompts x'[0..T] through the decoder at positions
         0..T, each byte with its patch's condition (`modeling.stream_logits`), filling the cache;
         the logits at each row's last position L. Positions past L hold pads, overwritten before
-        any query reads them (keys after a query are masked)."""
-        model = self.model
+        any query reads them (keys after a query are masked). A stream encoder's `states` are the
+        decoder's inputs in place of the byte embeddings."""
         shifted = F.pad(ids, (1, 0), value=BOS_ID)
         cond = cond.gather(1, layout.byte_patch.unsqueeze(-1).expand(-1, -1, cond.shape[-1]))
-        zeros = torch.zeros_like(lengths)
-        return self._decode(None, shifted, cond, zeros, shifted.shape[1], lengths)
+        inputs = self.model.embed_bytes(shifted) if states is None else states
+        return self._decode(None, inputs, cond, torch.zeros_like(lengths), shifted.shape[1], lengths)
+
+    def last_input(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder input of each row's last position [s, d_local]: the stream encoder's state of
+        x'[L], or the embedding of the last id (BOS when empty)."""
+        rows = slice(None) if rows is None else rows
+        return self.byte_state[rows] if self.enc_stream else self.model.embed_bytes(self.last[rows])
 
     def _init_ngrams(self, ids, lengths, layout, m, in_patch) -> None:
         """ngram_tail [B, N-1]: each row's last N-1 ids (BEFORE where the row is shorter);
@@ -154,17 +190,18 @@ class DecodeState:
     def batch_size(self) -> int:
         return self.cond.shape[0]
 
-    def _decode(self, rows, ids, cond, start, length: int, read_slot: torch.Tensor) -> torch.Tensor:
-        """Run window slots [start, start + ids.shape[1]) of `rows` through the cached decoder;
-        return logits [s, V] read at window slot `read_slot` [s]."""
+    def _decode(self, rows, inputs, cond, start, length: int, read_slot: torch.Tensor) -> torch.Tensor:
+        """Run window slots (stream: positions) [start, start + n) of `rows` through the cached decoder,
+        `inputs` [s, n, d_local] (embedded ids, or stream encoder states); return logits [s, V] read
+        at slot `read_slot` [s]."""
         model = self.model
-        n = ids.shape[1]
-        slots = start[:, None] + torch.arange(n, device=ids.device)
+        n = inputs.shape[1]
+        slots = start[:, None] + torch.arange(n, device=inputs.device)
         step = CacheStep(rows, start, length, model.decoder.lookback)
-        hidden = model.decoder(model.embed_bytes(ids), cond, slots, self.dec_caches, step)  # cond [s, d] or [s, n, d]
+        hidden = model.decoder(inputs, cond, slots, self.dec_caches, step)  # cond [s, d] or [s, n, d]
         first = start + (n - hidden.shape[1])  # the slot of hidden[:, 0] (decoder_context_layers drop slots < C)
         idx = (read_slot - first).clamp(0, hidden.shape[1] - 1)
-        picked = hidden[torch.arange(hidden.shape[0], device=ids.device), idx]
+        picked = hidden[torch.arange(hidden.shape[0], device=inputs.device), idx]
         return model.head(picked).float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -185,6 +222,12 @@ class DecodeState:
             done = ends_patch(tokens, self.patch_len, config.min_patch_size, config.max_patch_size)
         self.last = tokens
         self.dec_len = self.dec_len + 1
+        if self.enc_stream:  # the new byte through the encoder at its position, kept for the patch's pooling
+            at = self.dec_len - 1
+            step = CacheStep(None, at, int(at.max()) + 1)
+            self.byte_state = model.encoder.stream(model.embed_bytes(tokens[:, None]), at[:, None], self.enc_caches,
+                                                   step)[:, 0]
+            self.state_buf[ar, (self.patch_len - 1).clamp(max=pm - 1)] = self.byte_state
         logits = torch.empty(tokens.shape[0], model.config.vocab_size, device=tokens.device)
         if bool(done.any()):
             rows = ar[done]
@@ -195,7 +238,7 @@ class DecodeState:
             self.window[rows, slot] = tokens[rows]
             at = self.dec_len[rows] - 1 if self.stream else slot  # stream: the byte's position
             full = rows.shape[0] == tokens.shape[0]
-            logits[rows] = self._decode(None if full else rows, tokens[rows, None], self.cond[rows], at,
+            logits[rows] = self._decode(None if full else rows, self.last_input(rows)[:, None], self.cond[rows], at,
                                         int(at.max()) + 1, at)
         self.logits = logits
         return logits
@@ -209,7 +252,10 @@ class DecodeState:
         buf = self.patch_buf[rows]
         valid = torch.arange(pm, device=rows.device)[None] < lens[:, None]
         ngrams = self.ngram_buf[rows][:, None] if self.ngram_buf.shape[-1] else None
-        patch = model.encode_patches(buf[:, None], valid[:, None], ngrams)  # [s, 1, d_model]
+        if self.enc_stream:
+            patch = model.encoder.pool(self.state_buf[rows], valid)[:, None]
+        else:
+            patch = model.encode_patches(buf[:, None], valid[:, None], ngrams)  # [s, 1, d_model]
         pos = self.n_done[rows]
         step = CacheStep(sel, pos, int(pos.max()) + 1)
         state, _ = model.trunk(patch, pos[:, None], self.trunk_caches, step, layers=self.layers)
@@ -231,6 +277,7 @@ class DecodeState:
         self.patch_len[rows] = 0
         self.patch_buf[rows] = PAD_ID
         self.ngram_buf[rows] = 0
+        self.state_buf[rows] = 0.0
         return self._open_window(sel, rows)
 
     def _open_window(self, sel, rows: torch.Tensor) -> torch.Tensor:
@@ -239,9 +286,10 @@ class DecodeState:
         Stream decoder: the rows' last input (`last`) again at its position, under the new condition."""
         if self.stream:
             at = self.dec_len[rows] - 1
-            return self._decode(sel, self.last[rows, None], self.cond[rows], at, int(at.max()) + 1, at)
+            return self._decode(sel, self.last_input(rows)[:, None], self.cond[rows], at, int(at.max()) + 1, at)
         zeros, ctx = torch.zeros_like(rows), self.ctx
-        return self._decode(sel, self.window[rows, : ctx + 1], self.cond[rows], zeros, ctx + 1, zeros + ctx)
+        emb = self.model.embed_bytes(self.window[rows, : ctx + 1])
+        return self._decode(sel, emb, self.cond[rows], zeros, ctx + 1, zeros + ctx)
 
     def reopen(self, cond: torch.Tensor) -> torch.Tensor:
         """At the start of a patch (patch_len == 0, every row): replace the decoder condition
@@ -259,7 +307,7 @@ class DecodeState:
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows: e.g. expand each context into several continuations."""
-        for cache in self.trunk_caches + self.dec_caches:
+        for cache in self.trunk_caches + self.dec_caches + self.enc_caches:
             cache.select(rows)
         for name in self.STATE:
             setattr(self, name, getattr(self, name)[rows])

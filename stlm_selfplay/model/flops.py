@@ -11,7 +11,8 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
       + 6 M_enc + 6 n_enc d_local (P_max + 1)                  (local encoder, every byte)
       + (W / P_max) [6 M_dec' + 6 (n_dec - 1) d_local (W + 1)]  (decoder layers but the last: every window slot)
       + (W / P_max) 6 M_kv + 6 (M_last - M_kv) + 6 d_local (C + 1 + W)   (the last decoder layer)
-        (decoder_attention: stream: sum_l [6 M_l + 12 d_local k], k = mean keys per query, `decoder_flops`)
+        (decoder_attention: stream: sum_l [6 M_l + 12 d_local k], k = mean keys per query, `stream_keys`;
+         encoder_attention: stream: the encoder term is 6 M_enc + 12 n_enc d_local k, no lookback)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
       + 6 d_local V                                            (byte head)
       + 3 K d_local                                            (K hashed n-gram tables: one add each)
@@ -132,6 +133,13 @@ def trunk_flops(config: STLMConfig, trunk: nn.Module, positions: float) -> float
     return total
 
 
+def stream_keys(config: STLMConfig, lookback: int = 0) -> float:
+    """Mean keys a stream layer's query reads in training, mean_{u=1..T} min(u + 1, lookback or T + 1)
+    (T = max_seq_len; queries at positions 1..T of x')."""
+    t, w = config.max_seq_len, lookback or config.max_seq_len + 1
+    return sum(min(u + 1, w) for u in range(1, t + 1)) / t
+
+
 def decoder_flops(config: STLMConfig, decoder: nn.Module) -> float:
     """Training FLOPs per byte of the local decoder's layers (module docstring: every layer but the
     last at all W / P_max window slots per byte, the last one's queries at the current patch only;
@@ -140,8 +148,7 @@ def decoder_flops(config: STLMConfig, decoder: nn.Module) -> float:
     reads, mean_{u=1..T} min(u + 1, lookback or T + 1) (T = max_seq_len: queries at positions 1..T)."""
     total, pm, dl = 0.0, config.max_patch, config.d_local
     if config.decoder_attention == "stream":
-        t, w = config.max_seq_len, config.decoder_lookback or config.max_seq_len + 1
-        keys = sum(min(u + 1, w) for u in range(1, t + 1)) / t
+        keys = stream_keys(config, config.decoder_lookback)
         return sum(6 * _matmul_weights(layer) + 12 * dl * keys for layer in decoder.layers)
     for i, layer in enumerate(decoder.layers):
         ctx = config.dec_context if i < config.dec_context_layers else 0
@@ -160,7 +167,10 @@ def flops_per_byte(config: STLMConfig, extra_exits: float = 0.0) -> float:
     p, pm = expected_patch_size(config), config.max_patch
     trunk = trunk_flops(config, model.trunk, config.max_seq_len / p) / p
     m_enc = sum(_matmul_weights(layer) for layer in model.encoder.layers)
-    encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
+    if config.encoder_attention == "stream":  # every layer once per byte over the whole context
+        encoder = 6 * m_enc + 12 * config.n_local_encoder_layers * config.d_local * stream_keys(config)
+    else:
+        encoder = 6 * m_enc + 6 * config.n_local_encoder_layers * config.d_local * (pm + 1)
     m_dec = sum(_matmul_weights(layer) for layer in model.decoder.layers)
     decoder = decoder_flops(config, model.decoder)
     pool = 6 * (_matmul_weights(model.encoder) - m_enc) / p

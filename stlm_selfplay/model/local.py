@@ -26,17 +26,22 @@ class LocalEncoder(nn.Module):
         h = enc_layers(E[bytes] + pos_j)    (causal inside the patch)
         mean:      pool(h) = sum_j v_j h_j / sum_j v_j                  (v_j = slot j holds a byte)
         attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
+
+    `encoder_attention: stream`: `stream` runs the layers once over the shifted byte sequence x'
+    (causal, RoPE position u, no slot embedding); `pool` then reads norm(h) of each patch's bytes.
     """
 
     def __init__(self, config: STLMConfig):
         super().__init__()
-        self.pos = nn.Embedding(config.max_patch, config.d_local) if config.max_patch > 1 else None
+        in_patch = config.max_patch > 1 and config.encoder_attention == "patch"
+        self.pos = nn.Embedding(config.max_patch, config.d_local) if in_patch else None  # slot embedding
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_encoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
         self.proj = maybe_linear(config.d_local, config.d_model)
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
         self.max_len = config.max_patch  # slots inside a patch
+        self.stream_len = config.max_seq_len + 1  # positions of x' (stream)
 
     def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """h: byte embeddings [N, Pm, d_local]; valid [N, Pm] bool."""
@@ -47,6 +52,19 @@ class LocalEncoder(nn.Module):
                                    self.max_len)
             for layer in self.layers:
                 h = layer(h, cos, sin)
+        return self.pool(h, valid)
+
+    def stream(self, h: torch.Tensor, positions: torch.Tensor, caches=None, step=None) -> torch.Tensor:
+        """Byte embeddings of x' [N, L, d_local] at `positions` [1 or N, L] -> the layers' residual
+        states [N, L, d_local] (causal over positions; with caches, continuing them)."""
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.stream_len)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, None if caches is None else caches[i], step)
+        return h
+
+    def pool(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Layer outputs of each patch's slots [N, Pm, d_local] -> norm -> pool -> W_in: [N, d_model]."""
+        if self.layers:
             h = self.norm(h)
         weights = valid.to(h.dtype)
         if self.query is not None:

@@ -100,6 +100,8 @@ class PatchLayout:
     byte_patch: torch.Tensor  # [B, T+1] pid(u): patch of x[u] (aligned; u = T is the next byte)
     patch_ids: torch.Tensor  # [B, T] patch of each input byte (input coordinates), -1 for pads
     enc_ngrams: torch.Tensor | None = None  # [B, N_enc, Pm, K] n-gram bucket ids of each patch byte (ngrams.py)
+    enc_pos: torch.Tensor | None = None  # [B, T] flat index pid(t) * Pm + j(t) of x[t] in the encoder grid
+    byte_states: torch.Tensor | None = None  # [B, T+1, d_local] a stream encoder's states of x' (encode_layout sets)
 
     @property
     def read_index(self) -> torch.Tensor:
@@ -165,7 +167,7 @@ def make_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, co
     if attention_mask is not None:
         patch_ids = patch_ids.masked_fill(attention_mask == 0, -1)
     return PatchLayout(ids, offsets, enc_ids, enc_valid, dec_ids, cur_pos, pid.expand(batch, -1), patch_ids,
-                       enc_ngrams)
+                       enc_ngrams, enc_pos)
 
 
 def needed_windows(layout: PatchLayout, needed: torch.Tensor) -> torch.Tensor | None:

@@ -5,7 +5,8 @@ The prompts of one batch often begin alike: every self-play game starts from the
 4,520 evaluation positions share their first board rows. Two things are exact to share:
 
 - the local encoder reads one patch at a time, so its output depends only on that patch's bytes
-  (and n-gram buckets): each distinct patch of the batch is encoded once (`encode_distinct`);
+  (and n-gram buckets): each distinct patch of the batch is encoded once (`encode_distinct`; a
+  stream encoder, `encoder_attention: stream`, reads the whole prefix and runs per row instead);
 - the trunk is causal, so the keys, values and states of patches 0..d-1 depend only on those
   patches: rows whose first d patches are equal share them (`shared_trunk_pass`).
 

@@ -97,11 +97,13 @@ class PromptCache:
         while len(self.entries) > self.max_entries:
             self._drop(next(iter(self.entries)))
 
-    def trunk_pass(self, model, layout, keys: torch.Tensor, closed: torch.Tensor, length: int | None):
+    def trunk_pass(self, model, layout, keys: torch.Tensor, closed: torch.Tensor, length: int | None,
+                   patches: torch.Tensor | None = None):
         """`shared_trunk_pass` with the stored prompts' patches reused: (state [B, N, d_model], trunk
-        caches of B rows holding `length` patches), then the rows' closed patches stored."""
+        caches of B rows holding `length` patches), then the rows' closed patches stored. `patches`:
+        the trunk inputs when already encoded (a stream encoder), else each distinct patch encoded once."""
         found, entries = self.lookup(keys, closed)
-        patches = encode_distinct(model, layout, keys)
+        patches = encode_distinct(model, layout, keys) if patches is None else patches
         batch, n, _ = patches.shape
         if not any(found):
             state, caches = shared_trunk_pass(model, patches, keys, None, length)

@@ -58,10 +58,12 @@ class _Close:
 
 @dataclass
 class _Segment:
-    """A patch decoded under a draft condition: its window and its drafted targets."""
+    """A patch decoded under a draft condition: its window, its drafted targets and (a stream
+    decoder) the decoder input each target was predicted from."""
 
     window: torch.Tensor | None = None
     targets: list[int] = field(default_factory=list)
+    inputs: list[torch.Tensor] = field(default_factory=list)
 
 
 class _Output:
@@ -122,16 +124,17 @@ def _verify(model, state: DecodeState, closes: list[_Close], segments: list[_Seg
 
 
 def _verify_stream(model, state: DecodeState, first: _Close, segments: list[_Segment], conds: torch.Tensor):
-    """`decoder_attention: stream`: the drafted patches' inputs (each segment's x', contiguous
-    positions from the first close's byte on) run once through the decoder under their exact
-    conditions, overwriting the drafted cache entries; the full model's logits at every target."""
+    """`decoder_attention: stream`: the drafted patches' inputs (contiguous positions from the first
+    close's byte on; their encoder states, if any, do not depend on a condition) run once through
+    the decoder under their exact conditions, overwriting the drafted cache entries; the full
+    model's logits at every target."""
     sizes = [len(s.targets) for s in segments]
-    ids = torch.cat([s.window[state.ctx: state.ctx + n] for s, n in zip(segments, sizes)])[None]
+    inputs = torch.stack([x for s in segments for x in s.inputs])[None]
     cond = torch.cat([conds[i].expand(n, -1) for i, n in enumerate(sizes)])[None]
     start = first.snap["dec_len"][:1] - 1
-    positions = start[:, None] + torch.arange(ids.shape[1], device=ids.device)
-    step = CacheStep(None, start, int(start) + ids.shape[1], model.decoder.lookback)
-    hidden = model.decoder(model.embed_bytes(ids), cond, positions, state.dec_caches, step)
+    positions = start[:, None] + torch.arange(inputs.shape[1], device=inputs.device)
+    step = CacheStep(None, start, int(start) + inputs.shape[1], model.decoder.lookback)
+    hidden = model.decoder(inputs, cond, positions, state.dec_caches, step)
     return list(model.head(hidden[0]).float().split(sizes))
 
 
@@ -159,6 +162,8 @@ def _one(model, ids: list[int], max_new: int, stops: list[bytes], exit_layer: in
                 token = int(state.logits[0].argmax())
                 segment.window = state.window[0].clone()  # x' of every target so far
                 segment.targets.append(token)
+                if state.stream:
+                    segment.inputs.append(state.last_input()[0])
                 pending.append(token)
                 ended = out.would_end(pending)
                 if ended or _step(state, token):

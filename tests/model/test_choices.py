@@ -35,7 +35,9 @@ def test_score_choices_equals_score_on_a_trained_model(patching, batch_size):
 @pytest.mark.parametrize("overrides", [dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=64),
                                        dict(patch_size=3), dict(patching="entropy"), dict(ngram_max=4, ngram_buckets=64),
                                        dict(logit_scale=10.0), dict(decoder_attention="stream", patching="dynamic"),
-                                       dict(decoder_attention="stream", n_local_encoder_layers=0, decoder_lookback=6)])
+                                       dict(decoder_attention="stream", n_local_encoder_layers=0, decoder_lookback=6),
+                                       dict(decoder_attention="stream", encoder_attention="stream",
+                                            n_local_encoder_layers=2)])
 def test_score_choices_equals_score_for_each_model_option(overrides):
     torch.manual_seed(0)
     model = STLMForCausalLM(small_config(max_seq_len=64, **overrides))

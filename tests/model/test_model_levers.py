@@ -66,6 +66,8 @@ def _trained(**overrides) -> STLMForCausalLM:
     dict(decoder_attention="stream", n_local_decoder_layers=2),
     dict(decoder_attention="stream", decoder_lookback=6, patching="dynamic", ngram_max=4),
     dict(decoder_attention="stream", n_local_encoder_layers=0, decoder_lookback=3, patch_size=3),
+    dict(decoder_attention="stream", encoder_attention="stream", n_local_encoder_layers=2),
+    dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic", decoder_lookback=5),
 ])
 def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
@@ -154,6 +156,8 @@ def test_flops_per_byte_counts_each_option_by_hand():
     (dict(mlp="relu2", share_ffn=True), "mlp"),
     (dict(decoder_attention="bytes"), "decoder_attention"), (dict(decoder_lookback=-1), "decoder_lookback"),
     (dict(decoder_attention="stream", n_local_decoder_layers=2, decoder_context_layers=1), "decoder_context_layers"),
+    (dict(encoder_attention="stream"), "encoder_attention"),
+    (dict(encoder_attention="stream", decoder_attention="stream", ngram_max=4), "encoder_attention"),
 ])
 def test_bad_option_values_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -163,7 +167,9 @@ def test_bad_option_values_name_the_field(bad, match):
 @pytest.mark.parametrize("overrides", [dict(decoder_context=False), dict(ngram_max=5, patching="dynamic"),
                                        dict(n_local_decoder_layers=2, decoder_context_layers=1),
                                        dict(decoder_attention="stream", n_local_decoder_layers=2),
-                                       dict(decoder_attention="stream", decoder_lookback=5, patching="dynamic")])
+                                       dict(decoder_attention="stream", decoder_lookback=5, patching="dynamic"),
+                                       dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic",
+                                            n_local_encoder_layers=2)])
 def test_self_speculative_decoding_equals_greedy_with_the_new_options(overrides):
     from stlm_selfplay.model.speculative import speculative_generate
 
@@ -275,8 +281,10 @@ def test_stream_decoder_reads_each_byte_once_under_its_own_patch_condition():
         torch.testing.assert_close(model(padded, attention_mask=mask).logits[:, 3:], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_stream_decoder_is_causal_and_its_first_patch_does_not_read_the_trunk():
-    model = _perturbed(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic")
+@pytest.mark.parametrize("encoder", ["patch", "stream"])
+def test_stream_decoder_is_causal_and_its_first_patch_does_not_read_the_trunk(encoder):
+    model = _perturbed(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic",
+                       encoder_attention=encoder)
     ids = torch.tensor([list(b"to be, or not to be: that is the question")])
     changed = ids.clone()
     changed[0, 20:] = torch.tensor(list(b"Z" * (ids.shape[1] - 20)))
@@ -323,3 +331,38 @@ def test_flops_per_byte_counts_the_stream_decoder_by_hand():
     keys_16 = (sum(range(2, 17)) + 16 * (256 - 15)) / 256  # min(u + 1, 16)
     assert flops_per_byte(small_config(decoder_attention="stream", decoder_lookback=16)) == pytest.approx(
         flops_per_byte(window) - window_terms + 6 * m_dec + 12 * 32 * keys_16)
+
+
+def test_stream_encoder_pools_its_byte_states_and_feeds_them_to_the_decoder():
+    """encoder_attention: stream, P = 4, mean pooling: e_u = enc(E[x'[..u]]) (causal, position u),
+    patch m = W_in mean_{t in m} norm(e_{t+1}), and the decoder reads e_u + c_{u // 4} (hand wiring)."""
+    model = _perturbed(decoder_attention="stream", encoder_attention="stream", n_local_encoder_layers=2,
+                       n_local_decoder_layers=1)
+    assert model.encoder.pos is None  # no slot embedding: positions come from RoPE over the stream
+    ids = torch.tensor([list(b"To be, or not to be: that")])
+    t = ids.shape[1]
+    u = torch.arange(t + 1)
+    cos, sin = rope_angles(u[None], 16, model.config.rope_theta)
+    with torch.no_grad():
+        e = model.embed_bytes(torch.cat([torch.tensor([[257]]), ids], dim=1))
+        for layer in model.encoder.layers:
+            e = layer(e, cos, sin)
+        normed = model.encoder.norm(e[0, 1:])
+        patches = torch.stack([normed[m * 4: m * 4 + 4].mean(0) for m in range(-(-t // 4))])
+        patches = model.encoder.proj(patches)[None]
+        state, _ = model.trunk(patches, torch.arange(patches.shape[1])[None])
+        conds = model.decoder.cond_proj(torch.cat([model.decoder.start[None, None], model.trunk.norm(state)], 1))
+        h = e + conds[:, u // 4]
+        for layer in model.decoder.layers:
+            h = layer(h, cos, sin)
+        expected = model.head(model.decoder.norm(h))[:, 1:]
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_flops_per_byte_counts_the_stream_encoder_by_hand():
+    """A stream encoder's layers each run once per byte over the whole context: 6 M_enc + 12 n_enc
+    d_local k (k = 129.5 keys at T = 256) in place of the in-patch 6 M_enc + 6 n_enc d_local (P + 1)."""
+    patch = small_config(decoder_attention="stream")
+    stream = small_config(decoder_attention="stream", encoder_attention="stream")
+    assert flops_per_byte(stream) == pytest.approx(flops_per_byte(patch) - 6 * 1 * 32 * (4 + 1)
+                                                   + 12 * 1 * 32 * (2 + 257) / 2)

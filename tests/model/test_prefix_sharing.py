@@ -43,6 +43,7 @@ def test_prefix_groups_counts_distinct_prefixes():
                                        dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
                                        dict(n_local_decoder_layers=3, decoder_context_layers=1),
                                        dict(decoder_attention="stream", n_local_decoder_layers=2, decoder_lookback=5),
+                                       dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic"),
                                        dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0,
                                             d_local=64)])
 def test_shared_prompt_pass_equals_rows_alone(overrides):

@@ -24,6 +24,7 @@ OPTIONS = [dict(), dict(patch_size=3), dict(patching="dynamic"), dict(patching="
            dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
            dict(n_local_decoder_layers=3, decoder_context_layers=1),
            dict(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic"),
+           dict(decoder_attention="stream", encoder_attention="stream", n_local_encoder_layers=2),
            dict(patch_size=1, n_local_encoder_layers=0, n_local_decoder_layers=0, d_local=64)]
 
 
