@@ -366,3 +366,26 @@ def test_flops_per_byte_counts_the_stream_encoder_by_hand():
     stream = small_config(decoder_attention="stream", encoder_attention="stream")
     assert flops_per_byte(stream) == pytest.approx(flops_per_byte(patch) - 6 * 1 * 32 * (4 + 1)
                                                    + 12 * 1 * 32 * (2 + 257) / 2)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(decoder_attention="stream", n_local_decoder_layers=2),
+    dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic", n_local_encoder_layers=2),
+])
+def test_speculative_rollbacks_replay_exactly_with_stream_local_modules(overrides):
+    """Random weights make the early exit disagree with the full model (some drafted bytes are
+    rejected), so the rollback and replay paths run: the output still equals greedy decoding."""
+    from stlm_selfplay.model.speculative import speculative_generate
+
+    torch.manual_seed(0)
+    model = STLMForCausalLM(small_config(n_layers=3, **overrides)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    prompts = [b"hello there", b"The quick brown fox ", b"ROMEO:"]
+    full = generate(model, prompts, 60, greedy=True)
+    spec, stats = speculative_generate(model, prompts, 60, exit_layer=0, draft_patches=3)
+    assert 0 < stats.accepted < stats.drafted
+    assert [c.text for c in spec] == [c.text for c in full]
+    for a, b in zip(spec, full):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
