@@ -70,13 +70,17 @@ TRAIN_DEFAULTS = dict(optimizer="adamw", muon_lr=0.02, muon_scope="trunk", sched
 # tokens (~4 bytes each on English text), vocab its BPE vocabulary size. Muon (lr 0.02) for every
 # matrix was the one issue-14 lever that paid for both (b) and (c) in 136 s (RESULTS.md, "tuning the
 # three variants"): (b) and (d) use it on their trunk, (c) on its local modules too (muon_scope all).
+# (c) is the hourglass since 2026-12-06 (RESULTS.md, "stream local modules"): 2 byte layers over the
+# whole sequence before a 2-layer patch trunk, 2 after it (encoder/decoder_attention: stream); the
+# window-decoder (c) of the grid above it was 4 trunk + 1 encoder + 2 decoder layers.
 VARIANTS = {
     "a": {"label": "(a) nanoGPT CPU recipe, our P=1", "model": dict(PLAIN, **TRUNK, d_local=128, local_heads=4),
           "seq_len": 64, "batch": 12, "lr": 1e-3, "steps": 2000, "warmup": 100},
     "b": {"label": "(b) plain byte GPT (P=1)", "model": dict(PLAIN, **TRUNK, d_local=128, local_heads=4),
           "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100, "optimizer": "muon"},
-    "c": {"label": "(c) pooled STLM (P=4)", "model": dict(TRUNK, patch_size=4, d_local=96, local_heads=2,
-          n_local_encoder_layers=1, n_local_decoder_layers=2), "seq_len": 128, "batch": 8, "lr": 3e-3, "steps": 0,
+    "c": {"label": "(c) pooled STLM (P=4, hourglass)", "model": dict(TRUNK, n_layers=2, patch_size=4, d_local=96,
+          local_heads=2, n_local_encoder_layers=2, n_local_decoder_layers=2, encoder_attention="stream",
+          decoder_attention="stream"), "seq_len": 128, "batch": 8, "lr": 3e-3, "steps": 0,
           "warmup": 100, "optimizer": "muon", "muon_scope": "all"},
     "d": {"label": "(d) BPE baseline, (b)'s trunk", "kind": "bpe", "model": dict(PLAIN, **TRUNK, d_local=128,
           local_heads=4), "vocab": 2048, "seq_len": 64, "batch": 12, "lr": 2e-3, "steps": 0, "warmup": 100,
@@ -97,7 +101,10 @@ def apply_scale(variants: dict, preset: str) -> None:
     fields = preset_fields(preset)
     fields.pop("max_seq_len", None)
     for name, spec in variants.items():
-        spec["model"].update(fields if name == "c" else plain_twin(fields))
+        if name == "c":  # the preset as it is: none of the 0.8M (c)'s own model fields carried over
+            spec["model"] = dict(fields)
+        else:
+            spec["model"].update(plain_twin(fields))
         spec.update(SCALE_TRAIN[name])
 
 
