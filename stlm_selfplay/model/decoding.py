@@ -42,6 +42,7 @@ from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
 from stlm_selfplay.model.entropy import entropy_boundaries
 from stlm_selfplay.model.patching import ends_patch
 from stlm_selfplay.model.prefix_sharing import encode_distinct, patch_keys, shared_trunk_pass
+from stlm_selfplay.model.stream import pool_stream, stream_grid
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 
@@ -94,7 +95,7 @@ class DecodeState:
             step = CacheStep(None, torch.zeros_like(lengths), shifted.shape[1])
             positions = torch.arange(shifted.shape[1], device=device)[None]
             states = model.encoder.stream(model.embed_bytes(shifted), positions, self.enc_caches, step)
-            patches = model.pool_stream(layout, states)
+            patches = pool_stream(model, layout, states)
         if ids.shape[1]:
             keys = patch_keys(layout)  # a stream encoder's patches are equal where the rows' whole prefixes are
             if prompt_cache is not None and layers is None:  # earlier prompts' patches reused (`prompt_cache.py`)
@@ -135,14 +136,14 @@ class DecodeState:
         if not self.enc_stream:  # empty: nothing to keep
             self.state_buf, self.byte_state = torch.zeros(len(ar), self.pm, 0), torch.zeros(len(ar), 0)
             return
-        grid = self.model.stream_grid(layout, states)  # [B, N_enc, Pm, d_local]
+        grid = stream_grid(layout, states)  # [B, N_enc, Pm, d_local]
         grid = F.pad(grid, (0, 0, 0, 0, 0, max(0, int(m.max()) + 1 - grid.shape[1])))  # a next patch beyond the grid
         self.state_buf = torch.where(in_patch[..., None], grid[ar, m], 0.0)
         self.byte_state = states[ar, lengths]
 
     def _prompt_stream(self, ids, lengths, layout, cond, states) -> torch.Tensor:
         """`decoder_attention: stream`: the shifted prompts x'[0..T] through the decoder at positions
-        0..T, each byte with its patch's condition (`modeling.stream_logits`), filling the cache;
+        0..T, each byte with its patch's condition (`stream.py`), filling the cache;
         the logits at each row's last position L. Positions past L hold pads, overwritten before
         any query reads them (keys after a query are masked). A stream encoder's `states` are the
         decoder's inputs in place of the byte embeddings."""

@@ -10,8 +10,8 @@
 Patch m's bytes are predicted from the trunk state of patches 0..m-1 and, through the decoder's
 causal window over [previous patch, current patch] bytes, from the bytes before each target:
 an exact next-byte distribution at every position. `decoder_attention: stream` replaces the windows
-by one causal pass over all bytes (`stream_logits`); `encoder_attention: stream` runs the encoder
-that way too and feeds its byte states to the decoder (`encode_stream`). With P=1, no local layers and d_local ==
+by one causal pass over all bytes, and `encoder_attention: stream` runs the encoder that way too and
+feeds its byte states to the decoder (`stream.py`). With P=1, no local layers and d_local ==
 d_model this is exactly a byte-level GPT: logits_t = E norm(s_t). See `patching.py` for the
 index grids and `layers.py` for the blocks.
 """
@@ -36,6 +36,7 @@ from stlm_selfplay.model.ngrams import NgramEmbedding
 from stlm_selfplay.model.patching import (PatchLayout, make_layout, needed_windows, pick_windows, place_windows,
                                           unalign)
 from stlm_selfplay.model.shared_prefix import shared_prefix_trunk
+from stlm_selfplay.model.stream import encode_stream, stream_logits
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 from stlm_selfplay.model.value_head import ValueHead
 
@@ -254,36 +255,12 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
             self.entropy_table.copy_(fit_entropy_table(train_ids))
 
     def encode_layout(self, layout: PatchLayout) -> torch.Tensor:
-        """A layout's patches -> trunk inputs [B, N_enc, d_model]. A stream encoder (`encode_stream`)
+        """A layout's patches -> trunk inputs [B, N_enc, d_model]. A stream encoder (`stream.encode_stream`)
         also leaves its byte states in `layout.byte_states`, the stream decoder's input."""
         if self.config.encoder_attention == "stream":
-            patches, layout.byte_states = self.encode_stream(layout)
+            patches, layout.byte_states = encode_stream(self, layout)
             return patches
         return self.encode_patches(layout.enc_ids, layout.enc_valid, layout.enc_ngrams)
-
-    def encode_stream(self, layout: PatchLayout) -> tuple[torch.Tensor, torch.Tensor]:
-        """`encoder_attention: stream`: the encoder over x' = [BOS] + x at positions 0..T ->
-        (trunk inputs [B, N_enc, d_model], byte states [B, T+1, d_local]). Patch m pools the states at
-        the positions u = t + 1 of its bytes x[t] (each has read x[..t] only)."""
-        shifted = F.pad(layout.aligned_ids, (1, 0), value=BOS_ID)
-        positions = torch.arange(shifted.shape[1], device=shifted.device)[None]
-        states = self.encoder.stream(self.embed_bytes(shifted), positions)
-        return self.pool_stream(layout, states), states
-
-    def stream_grid(self, layout: PatchLayout, states: torch.Tensor) -> torch.Tensor:
-        """Stream encoder states of x' [B, T+1, d_local] -> the encoder grid [B, N_enc, Pm, d_local]:
-        grid[pid(t), j(t)] = states[t + 1], zeros in empty slots."""
-        batch, n, pm = layout.enc_ids.shape
-        grid = states.new_zeros(batch, n * pm, states.shape[-1]).scatter(
-            1, layout.enc_pos.unsqueeze(-1).expand(-1, -1, states.shape[-1]), states[:, 1:])
-        return grid.view(batch, n, pm, states.shape[-1])
-
-    def pool_stream(self, layout: PatchLayout, states: torch.Tensor) -> torch.Tensor:
-        """Stream encoder states [B, T+1, d_local] -> trunk inputs [B, N_enc, d_model]."""
-        grid = self.stream_grid(layout, states)
-        batch, n, pm, d = grid.shape
-        patches = self.encoder.pool(grid.view(batch * n, pm, d), layout.enc_valid.reshape(batch * n, pm))
-        return patches.view(batch, n, patches.shape[-1])
 
     def condition(self, trunk_state: torch.Tensor) -> torch.Tensor:
         """The decoder condition of the patch after a trunk state: c = W_c norm(s)."""
@@ -307,7 +284,7 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         (`patching.needed_windows`); logits elsewhere are those of a zero hidden state."""
         batch, n_dec, width = layout.dec_ids.shape
         if self.config.decoder_attention == "stream":
-            return self.stream_logits(trunk_state, layout, logits_to_keep, include_first, delay)
+            return stream_logits(self, trunk_state, layout, logits_to_keep, include_first, delay)
         cond, dec_ids = self.conditions(trunk_state, n_dec, delay), layout.dec_ids
         windows = None if needed is None else needed_windows(layout, needed)
         if windows is not None:
@@ -331,26 +308,6 @@ class STLMForCausalLM(STLMPreTrainedModel, GenerationMixin):
         if logits_to_keep and layout.offsets is not None:
             logits = logits[:, -logits_to_keep:]
         return logits
-
-    def stream_logits(self, trunk_state: torch.Tensor, layout: PatchLayout, logits_to_keep: int = 0,
-                      include_first: bool = False, delay: int = 0) -> torch.Tensor:
-        """`decoder_attention: stream`: the decoder runs once over the shifted bytes x'[0..T],
-
-            h_u = dec(E[x'[..u]] + c_{pid(u)})    (causal over positions, RoPE position u),
-            (a stream encoder: its state of x'[..u] in place of E[x'[u]], `encode_stream`)
-
-        and the logit predicting x[u] is read at u (c_m from patches < m only: exact)."""
-        batch, length = layout.aligned_ids.shape
-        pid = layout.byte_patch  # [B, T+1]
-        cond = self.conditions(trunk_state, int(pid.max()) + 1, delay)
-        cond = cond.gather(1, pid.unsqueeze(-1).expand(-1, -1, cond.shape[-1]))
-        shifted = F.pad(layout.aligned_ids, (1, 0), value=BOS_ID)
-        first = 0 if include_first else 1
-        positions = torch.arange(length + 1, device=shifted.device)[None]
-        inputs = self.embed_bytes(shifted) if layout.byte_states is None else layout.byte_states  # stream encoder
-        hidden = self.decoder(inputs, cond, positions, outputs_from=first)
-        logits = unalign(self.head(hidden), layout.offsets)
-        return logits[:, -logits_to_keep:] if logits_to_keep else logits
 
     # ------------------------------------------------------------------ forward
     def forward(

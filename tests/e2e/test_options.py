@@ -180,7 +180,8 @@ def test_every_model_choice_option_refuses_other_values_in_one_line():
     from stlm_selfplay.model.config import STLMConfig
 
     found = [f for f in dataclasses.fields(STLMConfig) if option_choices(f) is not None]
-    assert {f.name for f in found} == {"patching", "pooling", "mlp", "mod_routing"}
+    assert {f.name for f in found} == {"patching", "pooling", "mlp", "mod_routing", "decoder_attention",
+                                        "encoder_attention"}
     for f in found:
         cfg = load_config(None, [f"model.overrides.{f.name}=bogus_choice"])
         with pytest.raises(UserError) as err:
