@@ -82,9 +82,9 @@ class DecodeState:
         lengths = torch.tensor([len(r) for r in rows], device=device)
         # stream decoder/encoder: positions 0..L (BOS, then the bytes) are in the caches, the next input goes at L + 1
         self.dec_len = lengths + 1
-        positions = None if room is None else min(config.max_seq_len, ids.shape[1] + room) + 1
-        self.dec_caches = model.new_decoder_caches(batch, device, dtype, positions)
-        self.enc_caches = model.new_encoder_caches(batch, device, dtype, positions) if self.enc_stream else []
+        cache_len = None if room is None else min(config.max_seq_len, ids.shape[1] + room) + 1
+        self.dec_caches = model.new_decoder_caches(batch, device, dtype, cache_len)
+        self.enc_caches = model.new_encoder_caches(batch, device, dtype, cache_len) if self.enc_stream else []
         layout = model.patch_layout(ids)
         ar = torch.arange(batch, device=device)
         m = layout.byte_patch[ar, lengths]  # the patch of the next byte
@@ -133,8 +133,9 @@ class DecodeState:
         """Stream encoder: state_buf [B, Pm, d_local], the encoder states of the current patch's bytes
         (zeros in empty slots), and byte_state [B, d_local], that of each row's last input x'[L]."""
         ar = torch.arange(lengths.shape[0], device=lengths.device)
-        if not self.enc_stream:  # empty: nothing to keep
-            self.state_buf, self.byte_state = torch.zeros(len(ar), self.pm, 0), torch.zeros(len(ar), 0)
+        if not self.enc_stream:  # empty (on the rows' device: `select` indexes them like the rest)
+            self.state_buf = torch.zeros(len(ar), self.pm, 0, device=ar.device)
+            self.byte_state = torch.zeros(len(ar), 0, device=ar.device)
             return
         grid = stream_grid(layout, states)  # [B, N_enc, Pm, d_local]
         grid = F.pad(grid, (0, 0, 0, 0, 0, max(0, int(m.max()) + 1 - grid.shape[1])))  # a next patch beyond the grid

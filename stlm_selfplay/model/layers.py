@@ -51,6 +51,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def causal_mask(query: torch.Tensor, key: torch.Tensor, lookback: int = 0) -> torch.Tensor:
+    """Which keys each query sees, [..., n_query, n_key] bool from positions query [..., n_query] and
+    key [..., n_key]:  key <= query, and key > query - lookback when lookback > 0 (a sliding window)."""
+    q, k = query[..., :, None], key[..., None, :]
+    mask = k <= q
+    return mask & (k > q - lookback) if lookback else mask
+
+
 @dataclass
 class CacheStep:
     """Where new tokens go in a KV cache: rows `rows` (None = all rows, in order), starting at
@@ -72,10 +80,7 @@ class CacheStep:
             device = self.start.device
             pos = self.start[:, None] + torch.arange(n, device=device)
             rows = torch.arange(pos.shape[0], device=device) if self.rows is None else self.rows
-            key = torch.arange(self.length, device=device)[None, None, :]
-            mask = key <= pos[:, :, None]
-            if self.lookback:
-                mask = mask & (key > pos[:, :, None] - self.lookback)
+            mask = causal_mask(pos, torch.arange(self.length, device=device)[None], self.lookback)
             self._built = (rows[:, None], pos, mask[:, None])
         return self._built
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from stlm_selfplay.model.config import STLMConfig
-from stlm_selfplay.model.layers import Block, CacheStep, rope_angles
+from stlm_selfplay.model.layers import Block, CacheStep, causal_mask, rope_angles
 
 
 def local_block(config: STLMConfig) -> Block:
@@ -94,9 +94,9 @@ class LocalDecoder(nn.Module):
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_decoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
-        self.stream = config.decoder_attention == "stream"
-        self.max_len = config.max_seq_len + 1 if self.stream else config.dec_window  # positions (stream) or window slots
-        self.lookback = config.decoder_lookback if self.stream else 0
+        stream = config.decoder_attention == "stream"
+        self.max_len = config.max_seq_len + 1 if stream else config.dec_window  # positions (stream) or window slots
+        self.lookback = config.decoder_lookback if stream else 0
         self.ctx, self.context_layers = config.dec_context, config.dec_context_layers
 
     def forward(self, emb, cond, slots, caches=None, step=None, outputs_from: int = 0):
@@ -111,9 +111,8 @@ class LocalDecoder(nn.Module):
         h = emb + (cond if cond.dim() == 3 else cond.unsqueeze(1))
         cos, sin = rope_angles(slots, self.head_dim, self.rope_theta, self.max_len)
         mask = None
-        if self.lookback and caches is None:  # sliding window: query - lookback < key <= query
-            pos = slots[0]
-            mask = ((pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.lookback))[None, None]
+        if self.lookback and caches is None:  # sliding window (with caches, the step's mask has it)
+            mask = causal_mask(slots[0], slots[0], self.lookback)[None, None]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if i == self.context_layers:  # the layers above see the current patch only
