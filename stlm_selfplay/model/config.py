@@ -24,7 +24,7 @@ from stlm_selfplay.registry import Registry
 from stlm_selfplay.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PATCHINGS = ("fixed", "dynamic", "entropy")
-POOLINGS = ("mean", "attention")
+POOLINGS = ("mean", "attention", "concat")
 MOD_ROUTINGS = ("topk", "causal")
 MLPS = ("swiglu", "relu2")
 DECODER_ATTENTIONS = ("window", "stream")
@@ -85,7 +85,9 @@ class STLMConfig(PreTrainedConfig):
                                    "itself included (a sliding window); 0 = the whole context")
     local_heads: int = option(4, "attention heads of local blocks; d_local % local_heads == 0")
     local_d_ff: int = option(0, "local SwiGLU hidden width; 0 = 8/3 * d_local rounded up to a multiple of 8")
-    pooling: str = option("mean", "patch vector from its bytes: mean, or attention (learned query)",
+    pooling: str = option("mean", "patch vector from its bytes: mean, attention (learned query), or concat (the "
+                           "max_patch_size slots side by side, empty ones zero, through one linear map: keeps the "
+                           "bytes' order, MEGABYTE)",
                            choices=POOLINGS)
     ngram_max: int = option(0, "hashed byte n-gram embeddings (BLT) for n = 3..ngram_max added in the local "
                             "encoder; 0 = off")

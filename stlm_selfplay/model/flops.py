@@ -14,6 +14,7 @@ that has the same trunk (tied: V*d; untied: 2*V*d).
         (decoder_attention: stream: sum_l [6 M_l + 12 d_local k], k = mean keys per query, `stream_keys`;
          encoder_attention: stream: the encoder term is 6 M_enc + 12 n_enc d_local k, no lookback)
       + 6 d_local d_model (2 / P)                              (pool projection + condition)
+        (pooling: concat: the projection reads P_max d_local inputs, 6 d_local d_model (P_max + 1) / P)
       + 6 d_local V                                            (byte head)
       + 3 K d_local                                            (K hashed n-gram tables: one add each)
       + 9 V                                                    (logit soft-cap: z / c, tanh, * c)

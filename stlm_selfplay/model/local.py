@@ -5,6 +5,7 @@ trunk input, and the decoder that turns a trunk condition plus a window of bytes
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stlm_selfplay.model.config import STLMConfig
@@ -26,6 +27,9 @@ class LocalEncoder(nn.Module):
         h = enc_layers(E[bytes] + pos_j)    (causal inside the patch)
         mean:      pool(h) = sum_j v_j h_j / sum_j v_j                  (v_j = slot j holds a byte)
         attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
+        concat:    pool(h) = W_cat [v_1 h_1; ...; v_Pm h_Pm]                (order kept; no slot embedding)
+
+(Mean pooling of E[b_j] + pos_j is order-blind: for full patches sum_j pos_j is a constant.)
 
     `encoder_attention: stream`: `stream` runs the layers once over the shifted byte sequence x'
     (causal, RoPE position u, no slot embedding); `pool` then reads norm(h) of each patch's bytes.
@@ -33,12 +37,13 @@ class LocalEncoder(nn.Module):
 
     def __init__(self, config: STLMConfig):
         super().__init__()
-        in_patch = config.max_patch > 1 and config.encoder_attention == "patch"
+        self.concat = config.pooling == "concat"
+        in_patch = config.max_patch > 1 and config.encoder_attention == "patch" and not self.concat
         self.pos = nn.Embedding(config.max_patch, config.d_local) if in_patch else None  # slot embedding
         self.layers = nn.ModuleList(local_block(config) for _ in range(config.n_local_encoder_layers))
         self.norm = nn.RMSNorm(config.d_local, eps=config.norm_eps) if self.layers else None
         self.query = nn.Parameter(torch.zeros(config.d_local)) if config.pooling == "attention" else None
-        self.proj = maybe_linear(config.d_local, config.d_model)
+        self.proj = maybe_linear(config.d_local * (config.max_patch if self.concat else 1), config.d_model)
         self.rope_theta, self.head_dim = config.rope_theta, config.d_local // config.local_heads
         self.max_len = config.max_patch  # slots inside a patch
         self.stream_len = config.max_seq_len + 1  # positions of x' (stream)
@@ -67,6 +72,9 @@ class LocalEncoder(nn.Module):
         if self.layers:
             h = self.norm(h)
         weights = valid.to(h.dtype)
+        if self.concat:  # slots past the layout's longest patch are empty too
+            h = F.pad(h * weights.unsqueeze(-1), (0, 0, 0, self.max_len - h.shape[1]))
+            return self.proj(h.flatten(1))
         if self.query is not None:
             scores = (h @ self.query.to(h.dtype)) / h.shape[-1] ** 0.5
             weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)

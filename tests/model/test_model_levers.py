@@ -68,6 +68,9 @@ def _trained(**overrides) -> STLMForCausalLM:
     dict(decoder_attention="stream", n_local_encoder_layers=0, decoder_lookback=3, patch_size=3),
     dict(decoder_attention="stream", encoder_attention="stream", n_local_encoder_layers=2),
     dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic", decoder_lookback=5),
+    dict(pooling="concat", patching="dynamic", min_patch_size=1),
+    dict(pooling="concat", decoder_attention="stream", n_local_encoder_layers=0),
+    dict(pooling="concat", decoder_attention="stream", encoder_attention="stream"),
 ])
 def test_cached_sampler_equals_the_full_forward_and_the_scorer(overrides):
     """The KV-cached sampler (n-gram tails kept per row) == uncached full forward; score() of the
@@ -86,6 +89,28 @@ def test_ngram_embeddings_change_the_patches_and_the_training_loss_uses_them():
     fresh = STLMForCausalLM(small_config(ngram_max=5, ngram_buckets=64))
     fresh(ids, labels=ids).loss.backward()
     assert fresh.ngram_embed.table.weight.grad.abs().sum() > 0
+
+
+def test_concat_pooling_equals_the_hand_formula_and_keeps_the_bytes_order():
+    """pool(h) = W_cat [v_1 h_1; ...; v_Pm h_Pm]: a 2-byte patch fills slots 1-2, slots 3-4 read zeros.
+    Without encoder layers mean pooling cannot tell "ab" from "ba" (sum_j pos_j is the same); concat can."""
+    torch.manual_seed(0)
+    concat = STLMForCausalLM(small_config(pooling="concat", n_local_encoder_layers=0))
+    assert concat.encoder.pos is None and concat.encoder.proj.weight.shape == (64, 4 * 32)
+    h = torch.randn(1, 4, 32)
+    valid = torch.tensor([[True, True, False, False]])
+    want = concat.encoder.proj.weight[:, :64] @ torch.cat([h[0, 0], h[0, 1]])
+    torch.testing.assert_close(concat.encoder(h, valid)[0], want)
+    torch.testing.assert_close(concat.encoder(h[:, :2], valid[:, :2]), concat.encoder(h, valid))  # short grids pad
+    mean = STLMForCausalLM(small_config(n_local_encoder_layers=0))
+    full = torch.ones(1, 4, dtype=torch.bool)
+    gaps = {}
+    for name, model in (("mean", mean), ("concat", concat)):
+        ab, ba = (model.encoder(model.embed_bytes(torch.tensor([list(t)])), full) for t in (b"abcd", b"badc"))
+        gaps[name] = (ab - ba).abs().max().item()
+    assert gaps["mean"] < 1e-5 and gaps["concat"] > 1e-3
+    assert flops_per_byte(small_config(pooling="concat")) == pytest.approx(
+        flops_per_byte(small_config()) + 6 * 3 * 32 * 64 / 4)  # W_cat: P_max d_local x d_model per patch
 
 
 def test_decoder_windows_without_context_hold_only_the_current_patch():

@@ -40,7 +40,7 @@ def test_prefix_groups_counts_distinct_prefixes():
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(patch_size=3), dict(patching="dynamic"), dict(patching="entropy"),
-                                       dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
+                                       dict(pooling="concat", patching="dynamic"), dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
                                        dict(n_local_decoder_layers=3, decoder_context_layers=1),
                                        dict(decoder_attention="stream", n_local_decoder_layers=2, decoder_lookback=5),
                                        dict(decoder_attention="stream", encoder_attention="stream", patching="dynamic"),

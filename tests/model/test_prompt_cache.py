@@ -20,7 +20,7 @@ FIRST = [b"ttt x ...|...|... ?012345678>[4]\n", b"ttt x ...|...|... ?012345678>[
 # one that repeats a first-call prompt exactly and one that diverges inside its first patch
 SECOND = [FIRST[0] + b"ttt o ...|.x.|... ?01235678>", FIRST[1] + b"[0]\nttt x o..|.x.|... ?1235678>",
           FIRST[2] + b"!", b"JULIET: Ay me", FIRST[0], b"ttX x ...|...|... ?012345678>"]
-OPTIONS = [dict(), dict(patch_size=3), dict(patching="dynamic"), dict(patching="entropy"),
+OPTIONS = [dict(), dict(patch_size=3), dict(patching="dynamic"), dict(patching="entropy"), dict(pooling="concat"),
            dict(ngram_max=4, ngram_buckets=64), dict(n_layers=4, mod_every=2),
            dict(n_local_decoder_layers=3, decoder_context_layers=1),
            dict(decoder_attention="stream", n_local_decoder_layers=2, patching="dynamic"),
