@@ -52,15 +52,16 @@ class PackedSequences:
         return out
 
 
-def val_sequences(folder: Path, seq_len: int, max_sequences: int = 0) -> np.ndarray:
+def val_sequences(folder: Path, seq_len: int, max_sequences: int = 0, split: str = "val") -> np.ndarray:
     """The fixed val set: [N, seq_len] uint16 covering the val stream, the last row PAD-filled.
 
     Rows overlap by one id, so every val id after the first is a target exactly once (when
-    `max_sequences` does not cut the set short).
+    `max_sequences` does not cut the set short). `split="train"` cuts the train stream the same
+    way (a memorisation check: the NLL of text the model trained on).
     """
     from stlm_selfplay.model.tokenizer import PAD_ID
 
-    meta = read_meta(folder)["splits"]["val"]
+    meta = read_meta(folder)["splits"][split]
     ids = np.concatenate([np.fromfile(Path(folder) / s["file"], dtype=DTYPE) for s in meta]) if meta else np.empty(0, DTYPE)
     stride = seq_len - 1
     starts = list(range(0, max(len(ids) - 1, 0), stride))

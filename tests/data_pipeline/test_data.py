@@ -137,6 +137,8 @@ def test_val_set_covers_the_val_stream_with_pad_at_the_end(tmp_path):
     assert np.array_equal(targets, stream[1:])
     assert val[-1][-1] == PAD_ID or len(stream) % 9 == 1
     assert len(val_sequences(folder, 10, max_sequences=2)) == 2
+    seen = val_sequences(folder, 10, max_sequences=3, split="train")  # the train stream, cut the same way
+    assert np.array_equal(seen.reshape(-1)[:10], split_ids(folder, "train")[:10]) and len(seen) == 3
 
 
 def test_two_ranks_see_exactly_one_double_batch(tmp_path):

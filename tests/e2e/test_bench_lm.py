@@ -26,6 +26,9 @@ def test_quick_runs_plain_pooled_and_bpe_each_in_a_fresh_process(tmp_path):
     assert len(set(pids)) == 3 and payload["pid"] not in pids
     for row in payload["rows"]:
         assert 0 < row["nats_per_byte"] < 20 and row["steps"] > 0
+    for row in payload["rows"][:2]:  # byte variants: scored on a train slice too (the memorisation gap)
+        assert 0 < row["train_slice_nats"] < 20 and row["train_slice_nats"] != row["nats_per_byte"]
+    assert payload["rows"][2]["train_slice_nats"] is None
     bpe = payload["bpe"]
     assert payload["rows"][2]["val_bytes"] == bpe["val_bytes"] and bpe["vocab"] <= 384
     # the pooled model's embedding + head is the byte table; the BPE model's is vocab x d_model
