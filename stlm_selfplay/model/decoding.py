@@ -42,7 +42,7 @@ from stlm_selfplay.model.ngrams import BEFORE, ngram_buckets, ngram_sizes
 from stlm_selfplay.model.entropy import entropy_boundaries
 from stlm_selfplay.model.patching import ends_patch
 from stlm_selfplay.model.prefix_sharing import encode_distinct, patch_keys, shared_trunk_pass
-from stlm_selfplay.model.stream import pool_stream, stream_grid
+from stlm_selfplay.model.stream import encode_stream, stream_grid
 from stlm_selfplay.model.tokenizer import BOS_ID, PAD_ID
 
 
@@ -91,11 +91,8 @@ class DecodeState:
         length = None if room is None else min(config.max_patches, max(layout.n_patches, int(m.max()) + room))
         patches = states = None
         if self.enc_stream:  # the encoder over x'[0..T] (every row, filling its caches), pooled per patch
-            shifted = F.pad(ids, (1, 0), value=BOS_ID)
-            step = CacheStep(None, torch.zeros_like(lengths), shifted.shape[1])
-            positions = torch.arange(shifted.shape[1], device=device)[None]
-            states = model.encoder.stream(model.embed_bytes(shifted), positions, self.enc_caches, step)
-            patches = pool_stream(model, layout, states)
+            step = CacheStep(None, torch.zeros_like(lengths), ids.shape[1] + 1)
+            patches, states = encode_stream(model, layout, self.enc_caches, step)
         if ids.shape[1]:
             keys = patch_keys(layout)  # a stream encoder's patches are equal where the rows' whole prefixes are
             if prompt_cache is not None and layers is None:  # earlier prompts' patches reused (`prompt_cache.py`)

@@ -29,7 +29,8 @@ class LocalEncoder(nn.Module):
         attention: pool(h) = sum_j softmax_j(q . h_j / sqrt(d) | v) h_j
         concat:    pool(h) = W_cat [v_1 h_1; ...; v_Pm h_Pm]                (order kept; no slot embedding)
 
-(Mean pooling of E[b_j] + pos_j is order-blind: for full patches sum_j pos_j is a constant.)
+    Without encoder layers mean pooling is order-blind: mean_j (E[b_j] + pos_j) adds the same
+    mean_j pos_j to every full patch.
 
     `encoder_attention: stream`: `stream` runs the layers once over the shifted byte sequence x'
     (causal, RoPE position u, no slot embedding); `pool` then reads norm(h) of each patch's bytes.

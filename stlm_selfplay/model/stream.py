@@ -24,12 +24,12 @@ from stlm_selfplay.model.patching import PatchLayout, unalign
 from stlm_selfplay.model.tokenizer import BOS_ID
 
 
-def encode_stream(model, layout: PatchLayout) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_stream(model, layout: PatchLayout, caches=None, step=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoder over x' at positions 0..T -> (trunk inputs [B, N_enc, d_model], byte states e
-    [B, T+1, d_local])."""
+    [B, T+1, d_local]); with `caches` (the sampler's prompt pass) filling them at `step`."""
     shifted = F.pad(layout.aligned_ids, (1, 0), value=BOS_ID)
     positions = torch.arange(shifted.shape[1], device=shifted.device)[None]
-    states = model.encoder.stream(model.embed_bytes(shifted), positions)
+    states = model.encoder.stream(model.embed_bytes(shifted), positions, caches, step)
     return pool_stream(model, layout, states), states
 
 
