@@ -81,6 +81,9 @@ class DataConfig:
     val_max_sequences: int = option(256, "cap on the fixed val set, in sequences (0 = whole val split)")
     seq_len: int = option(256, "ids per training sequence (consecutive sequences overlap by one id)")
     batch_size: int = option(16, "sequences per micro-batch on each rank")
+    shift_epochs: bool = option(False, "each epoch after the first reads every train sequence from one random offset "
+                                "in [0, seq_len - 1) further on (a function of run.seed and the epoch): repeated "
+                                "epochs see new windows and new patch boundaries (data/loader.py)")
     cache_dir: str = option("", "preprocessed shard cache; \"\" -> $STLM_DATA_CACHE or ~/.cache/stlm_selfplay/data")
     shard_tokens: int = option(268435456, "ids per cache shard file (2^28 = 512 MiB of uint16)")
     prefetch: int = option(4, "batches prepared ahead by a background thread (0 = load in the loop)")

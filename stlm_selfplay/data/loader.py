@@ -9,6 +9,11 @@ global batch of G = batch_size * world_size sequences
 and rank r takes its slice [r * batch_size, (r + 1) * batch_size). The batch is a pure function of
 (seed, m), so resuming at micro-batch m needs only m, and one process with batch 2b sees exactly
 the sequences two ranks with batch b see. The last partial global batch of an epoch is dropped.
+
+Sequence i of a shard covers ids [i (L - 1) + shift_e, i (L - 1) + shift_e + L). shift_e = 0 unless
+`shift_epochs`: then shift_0 = 0 and shift_e = default_rng([seed, e, 1]).integers(L - 1) for e >= 1,
+so a repeated epoch reads new windows of the same text (and, with fixed patching, new patch
+boundaries: the trunk sees new patches), and each shard holds back its last L - 2 ids to fit them.
 """
 
 from __future__ import annotations
@@ -27,27 +32,35 @@ from stlm_selfplay.errors import UserError
 
 
 class PackedSequences:
-    """Sequences of `seq_len` ids (stride seq_len - 1) over the memmapped shards of one split."""
+    """Sequences of `seq_len` ids (stride seq_len - 1) over the memmapped shards of one split;
+    `shift_epochs`: every epoch after the first reads them shifted (module docstring)."""
 
-    def __init__(self, folder: Path, split: str, seq_len: int):
-        self.seq_len = seq_len
+    def __init__(self, folder: Path, split: str, seq_len: int, shift_epochs: bool = False):
+        self.seq_len, self.shift_epochs = seq_len, shift_epochs
         shards = read_meta(folder)["splits"][split]
         self.shards = [np.memmap(Path(folder) / s["file"], dtype=DTYPE, mode="r", shape=(s["tokens"],))
                        for s in shards if s["tokens"] > 0]
-        counts = [sequence_count(len(s), seq_len) for s in self.shards]
+        held_back = seq_len - 2 if shift_epochs else 0  # room for the largest shift
+        counts = [sequence_count(len(s) - held_back, seq_len) for s in self.shards]
         self.starts = np.cumsum([0] + counts)  # first global sequence index of each shard
         self.num_tokens = sum(len(s) for s in self.shards)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        """[len(indices), seq_len] uint16."""
+    def epoch_shift(self, seed: int, epoch: int) -> int:
+        """shift_e of the module docstring: 0 for epoch 0 or without `shift_epochs`."""
+        if not self.shift_epochs or epoch == 0:
+            return 0
+        return int(np.random.default_rng([seed, epoch, 1]).integers(self.seq_len - 1))
+
+    def get(self, indices: np.ndarray, shift: int = 0) -> np.ndarray:
+        """[len(indices), seq_len] uint16; sequence i starts `shift` ids after its place i (seq_len - 1)."""
         out = np.empty((len(indices), self.seq_len), dtype=DTYPE)
         shard_of = np.searchsorted(self.starts, indices, side="right") - 1
         stride = self.seq_len - 1
         for row, (idx, s) in enumerate(zip(indices, shard_of)):
-            offset = (int(idx) - int(self.starts[s])) * stride
+            offset = (int(idx) - int(self.starts[s])) * stride + shift
             out[row] = self.shards[s][offset:offset + self.seq_len]
         return out
 
@@ -86,6 +99,11 @@ def batch_indices(micro_step: int, num_sequences: int, global_batch: int, seed: 
     return epoch_permutation(num_sequences, seed, epoch)[j * global_batch:(j + 1) * global_batch]
 
 
+def epoch_of(micro_step: int, num_sequences: int, global_batch: int) -> int:
+    """e = m // batches_per_epoch (module docstring)."""
+    return micro_step // (num_sequences // global_batch)
+
+
 def check_one_batch_fits(data: PackedSequences, global_batch: int) -> None:
     """A UserError unless the train split holds at least one global batch (called by the trainer
     before it writes the run folder, and by `BatchStream`)."""
@@ -118,7 +136,8 @@ class BatchStream:
     def load(self, micro_step: int) -> torch.Tensor:
         """This rank's batch for `micro_step` (no state change)."""
         indices = batch_indices(micro_step, len(self.data), self.global_batch, self.seed)
-        ids = self.data.get(indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+        shift = self.data.epoch_shift(self.seed, epoch_of(micro_step, len(self.data), self.global_batch))
+        ids = self.data.get(indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size], shift)
         batch = torch.from_numpy(ids.astype(np.int64))
         return batch.pin_memory() if self.pin_memory else batch
 

@@ -80,7 +80,7 @@ def _pretrain(cfg: RootConfig, device: torch.device, dist: D.DistInfo, max_steps
     run_dir = run_dir_of_config(cfg)
     resume_from = resume_checkpoint(cfg, run_dir)
     data_folder = prepare_data_on_rank0(cfg.data, dist)
-    train_data = PackedSequences(data_folder, "train", cfg.data.seq_len)
+    train_data = PackedSequences(data_folder, "train", cfg.data.seq_len, cfg.data.shift_epochs)
     val_ids = val_sequences(data_folder, cfg.data.seq_len, cfg.data.val_max_sequences)
     accum, seq_len = cfg.optimizer.grad_accum, cfg.data.seq_len
     global_batch = cfg.data.batch_size * dist.world_size

@@ -127,6 +127,32 @@ def test_sequences_overlap_by_one_so_every_id_is_a_target_once(tmp_path):
     assert all(rows[i][-1] == rows[i + 1][0] for i in range(len(rows) - 1))
 
 
+def test_shifted_epochs_read_new_windows_and_resume_exactly(tmp_path):
+    (tmp_path / "a.txt").write_text("".join(chr(97 + i % 26) for i in range(2000)))
+    folder = prepare_data(data_cfg(tmp_path, path=str(tmp_path / "a.txt"), val_fraction=0.0))
+    stream, seq_len, b = split_ids(folder, "train"), 16, 4
+    plain, shifted = PackedSequences(folder, "train", seq_len), PackedSequences(folder, "train", seq_len, True)
+    assert len(shifted) == sequence_count(len(stream) - (seq_len - 2), seq_len) < len(plain)
+    per_epoch = len(shifted) // b
+    shifts = [shifted.epoch_shift(5, e) for e in range(12)]
+    assert shifts[0] == 0 and all(0 <= s < seq_len - 1 for s in shifts) and len(set(shifts[1:])) > 3
+    assert plain.epoch_shift(5, 3) == 0  # off by default
+    loader = BatchStream(shifted, b, seed=5, prefetch=0)
+    for epoch in range(12):
+        m = epoch * per_epoch + 1
+        rows, idx = loader.load(m).numpy(), batch_indices(m, len(shifted), b, 5)
+        for row, i in zip(rows, idx):  # sequence i of epoch e starts at i (L - 1) + shift_e
+            start = int(i) * (seq_len - 1) + shifts[epoch]
+            assert np.array_equal(row, stream[start:start + seq_len])
+    start = (len(shifted) - 1) * (seq_len - 1) + seq_len - 2  # the last sequence at the largest shift still fits
+    assert start + seq_len <= len(stream)
+    assert np.array_equal(shifted.get(np.array([len(shifted) - 1]), seq_len - 2)[0], stream[start:start + seq_len])
+    resumed = BatchStream(shifted, b, seed=5, start=3 * per_epoch - 1, prefetch=2)  # across an epoch boundary
+    for m in range(3 * per_epoch - 1, 3 * per_epoch + 2):
+        assert torch.equal(next(resumed), loader.load(m))
+    resumed.close()
+
+
 def test_val_set_covers_the_val_stream_with_pad_at_the_end(tmp_path):
     (tmp_path / "a.txt").write_text("abcdefghijklmnopqrstuvwxyz" * 4)
     folder = prepare_data(data_cfg(tmp_path, path=str(tmp_path / "a.txt"), val_fraction=0.5))
