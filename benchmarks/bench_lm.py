@@ -16,7 +16,8 @@ windows of their own context; (d) on the same val documents tokenised, its summe
 divided by their UTF-8 bytes (separators left out on both sides).
 
     python benchmarks/bench_lm.py [--quick] [--data shakespeare|stdlib|FILE] [--seconds S] [--seeds N]
-                                  [--threads T] [--variants b,c,d] [--scale PRESET] [--set KEY=VALUE ...]
+                                  [--threads T] [--variants b,c,d] [--scale PRESET] [--long-budget]
+                                  [--set KEY=VALUE ...]
 
 `--data stdlib` is the running Python's standard-library sources (`data/stdlib_corpus.py`, fixed
 held-out files as val); the JSON states what was read. `--set c.ngram_max=8 d.vocab=4096 ...`
@@ -97,6 +98,10 @@ VARIANTS = {
 # (d) 4 x 320 tokens (~1,000 bytes of context on English or Python text); one lr for all three.
 SCALE_TRAIN = {"a": {}, "b": dict(seq_len=512, batch=8, lr=2e-3), "c": dict(seq_len=1024, batch=4, lr=2e-3),
                "d": dict(seq_len=320, batch=4, lr=2e-3)}
+# `--long-budget`: the settings that were best at 600 s (RESULTS.md, "the pooled model with the plain model's
+# byte width"): (b) at 6 x 128 bytes (5 layers were no better); (c) with (b)'s 128-wide byte layers, 3 stream
+# decoder layers under the 2-layer trunk (96-wide byte layers, best at 136 s, fall behind with training time).
+LONG_BUDGET_SETS = ["b.seq_len=128", "b.batch=6", "c.d_local=128", "c.local_heads=4", "c.n_local_decoder_layers=3"]
 QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=64, local_heads=2)
 
 
@@ -258,6 +263,8 @@ def main() -> None:
     parser.add_argument("--variants", default="b,c,d", help="which variants to run, comma-separated (a, b, c, d)")
     parser.add_argument("--scale", default="", help="a model preset (stlm-10m, ...) whose trunk every variant takes; "
                         "default: the ~0.8M models written in VARIANTS")
+    parser.add_argument("--long-budget", action="store_true", help="the settings tuned at 600 s (LONG_BUDGET_SETS), "
+                        "applied before --set")
     parser.add_argument("--set", nargs="*", default=[], help="overrides such as c.ngram_max=8 d.vocab=4096 b.lr=3e-3")
     args = parser.parse_args()
     variants = {k: {**TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in VARIANTS.items()}
@@ -269,7 +276,7 @@ def main() -> None:
             spec["model"].update(QUICK_MODEL)
             spec.update(steps=min(spec["steps"], 20), warmup=2)
         variants["d"]["vocab"] = 384
-    apply_sets(variants, args.set)
+    apply_sets(variants, (LONG_BUDGET_SETS if args.long_budget else []) + args.set)
     names = args.variants.split(",")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no tokenizer threads before forking

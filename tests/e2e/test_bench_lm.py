@@ -65,3 +65,21 @@ def test_scale_gives_every_variant_the_preset_trunk_and_keeps_b_and_d_plain():
     # the byte variants read the same bytes per step
     assert variants["b"]["seq_len"] * variants["b"]["batch"] == variants["c"]["seq_len"] * variants["c"]["batch"]
     assert preset.max_seq_len == variants["c"]["seq_len"]
+
+
+def test_long_budget_settings_and_shifted_epochs_land_where_they_belong():
+    import importlib.util
+
+    from stlm_selfplay.model import STLMConfig
+
+    spec = importlib.util.spec_from_file_location("bench_lm_under_test", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = {k: {**bench.TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in bench.VARIANTS.items()}
+    bench.apply_sets(variants, bench.LONG_BUDGET_SETS + ["c.shift_epochs=true"])
+    assert (variants["b"]["seq_len"], variants["b"]["batch"]) == (128, 6)  # training settings, not model fields
+    assert "seq_len" not in variants["b"]["model"] and variants["c"]["shift_epochs"] is True
+    assert variants["b"]["shift_epochs"] is False and "shift_epochs" not in variants["c"]["model"]
+    config = STLMConfig(**variants["c"]["model"], max_seq_len=variants["c"]["seq_len"])
+    assert (config.d_local, config.local_heads, config.n_local_decoder_layers, config.n_layers) == (128, 4, 3, 2)
+    assert config.d_local == STLMConfig(**variants["b"]["model"], max_seq_len=128).d_model  # (b)'s byte width
