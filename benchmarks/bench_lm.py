@@ -105,6 +105,11 @@ LONG_BUDGET_SETS = ["b.seq_len=128", "b.batch=6", "c.d_local=128", "c.local_head
 QUICK_MODEL = dict(d_model=32, d_local=32, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=64, local_heads=2)
 
 
+def fresh_variants() -> dict:
+    """A copy of VARIANTS, each with TRAIN_DEFAULTS under its own settings (safe to edit)."""
+    return {k: {**TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in VARIANTS.items()}
+
+
 def apply_scale(variants: dict, preset: str) -> None:
     """Give every variant the trunk of model preset `preset` (module comment above SCALE_TRAIN)."""
     fields = preset_fields(preset)
@@ -237,7 +242,7 @@ def run_variant(spec: dict, folder: str, bpe: dict | None, seconds: float, seed:
         stats["bytes_per_s"] = stats["ids_per_s"]
         seen = nll_sums(model, val_sequences(Path(folder), spec["seq_len"], len(val), split="train"), 64,
                         torch.device("cpu"))  # as many rows of the train split: the memorisation gap
-        stats["train_nats_per_byte"] = float(seen[2] / seen[3])
+        stats["train_slice_nats"] = float(seen[2] / seen[3])
     return dict(stats, nats_per_byte=nats / val_bytes, bits_per_byte=nats / val_bytes / math.log(2),
                 val_bytes=val_bytes, eval_s=time.perf_counter() - start,
                 params=sum(p.numel() for p in model.parameters()), embedding_head_params=embed, pid=os.getpid())
@@ -267,7 +272,7 @@ def main() -> None:
                         "applied before --set")
     parser.add_argument("--set", nargs="*", default=[], help="overrides such as c.ngram_max=8 d.vocab=4096 b.lr=3e-3")
     args = parser.parse_args()
-    variants = {k: {**TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in VARIANTS.items()}
+    variants = fresh_variants()
     if args.scale:
         apply_scale(variants, args.scale)
     if args.quick:
@@ -300,8 +305,8 @@ def main() -> None:
                      "bytes_per_s": statistics.fmean(r["bytes_per_s"] for r in runs[name]),
                      "steps": statistics.fmean(r["steps"] for r in runs[name]),
                      "train_s": statistics.fmean(r["train_s"] for r in runs[name]), "val_bytes": first["val_bytes"],
-                     "train_slice_nats": (statistics.fmean(r["train_nats_per_byte"] for r in runs[name])
-                                          if "train_nats_per_byte" in first else None)})
+                     "train_slice_nats": (statistics.fmean(r["train_slice_nats"] for r in runs[name])
+                                          if "train_slice_nats" in first else None)})
     by = dict(zip(names, rows))
     ratios, goals = {}, {}
     if "c" in by:

@@ -95,7 +95,8 @@ def epoch_permutation(num_sequences: int, seed: int, epoch: int) -> np.ndarray:
 
 def batch_indices(micro_step: int, num_sequences: int, global_batch: int, seed: int) -> np.ndarray:
     """The global batch of sequence indices for micro-batch `micro_step` (see module docstring)."""
-    epoch, j = divmod(micro_step, num_sequences // global_batch)
+    epoch = epoch_of(micro_step, num_sequences, global_batch)
+    j = micro_step - epoch * (num_sequences // global_batch)
     return epoch_permutation(num_sequences, seed, epoch)[j * global_batch:(j + 1) * global_batch]
 
 

@@ -3,12 +3,20 @@ BPE baseline is scored over the same val bytes; the stdlib corpus states what it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lm.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("bench_lm_under_test", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
 
 
 def _quick(tmp_path, *extra) -> dict:
@@ -43,15 +51,11 @@ def test_quick_on_the_standard_library_states_what_it_read(tmp_path):
 
 
 def test_scale_gives_every_variant_the_preset_trunk_and_keeps_b_and_d_plain():
-    import importlib.util
-
     from stlm_selfplay.model import STLMConfig
     from stlm_selfplay.model.config import load_preset
 
-    spec = importlib.util.spec_from_file_location("bench_lm_under_test", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    variants = {k: {**v, "model": dict(v["model"])} for k, v in bench.VARIANTS.items()}
+    bench = _module()
+    variants = bench.fresh_variants()
     bench.apply_scale(variants, "stlm-10m")
     preset = load_preset("stlm-10m")
     for name, spec_ in variants.items():
@@ -68,14 +72,10 @@ def test_scale_gives_every_variant_the_preset_trunk_and_keeps_b_and_d_plain():
 
 
 def test_long_budget_settings_and_shifted_epochs_land_where_they_belong():
-    import importlib.util
-
     from stlm_selfplay.model import STLMConfig
 
-    spec = importlib.util.spec_from_file_location("bench_lm_under_test", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    variants = {k: {**bench.TRAIN_DEFAULTS, **v, "model": dict(v["model"])} for k, v in bench.VARIANTS.items()}
+    bench = _module()
+    variants = bench.fresh_variants()
     bench.apply_sets(variants, bench.LONG_BUDGET_SETS + ["c.shift_epochs=true"])
     assert (variants["b"]["seq_len"], variants["b"]["batch"]) == (128, 6)  # training settings, not model fields
     assert "seq_len" not in variants["b"]["model"] and variants["c"]["shift_epochs"] is True
